@@ -1,0 +1,135 @@
+//! The `varcade` command: parse the command line, set up logging, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use varcade::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "varcade",
+    version,
+    about = "The Varcade Games backend: matchmaker and stats tracker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Config file (default: data/varcade.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Database directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:0.
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Run a stand-in game server for local development.
+    FakeGameServer {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
+    /// Print a player token signed with the configured jwt_secret.
+    Token {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long)]
+        username: String,
+        /// Config file to read jwt_secret from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86400)]
+        ttl: u64,
+    },
+}
+
+fn init_logging() {
+    let filter = std::env::var("VARCADE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("varcade: {message}");
+    ExitCode::from(2)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            bind,
+        } => {
+            let flags = Overrides {
+                config,
+                data_dir,
+                bind,
+            };
+            let config = match Config::load(&flags) {
+                Ok(config) => config,
+                Err(e) => return fail(e),
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(varcade::server::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::FakeGameServer { bind } => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(varcade::fake_game_server::serve(&bind)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("fake game server on {bind}: {e}")),
+            }
+        }
+        Command::Token {
+            user_id,
+            username,
+            config,
+            ttl,
+        } => {
+            let flags = Overrides {
+                config,
+                ..Overrides::default()
+            };
+            match Config::load(&flags) {
+                Ok(config) => {
+                    println!(
+                        "{}",
+                        varcade::auth::mint_token(&config.jwt_secret, &user_id, &username, ttl)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

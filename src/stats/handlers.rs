@@ -1,0 +1,4 @@
+//! Player stats handlers.
+
+/// The registered handler names.
+pub const NAMES: &[&str] = &["default", "exrps"];

@@ -1,0 +1,4 @@
+//! Leaderboard scoring rules.
+
+/// The registered scoring names.
+pub const NAMES: &[&str] = &["wins", "elo"];

@@ -1,0 +1,222 @@
+//! The committer: one thread that appends frames to the event log and
+//! flushes the database, serving everything queued meanwhile with one fsync.
+//!
+//! Being the only writer of the log tree, it assigns event ids in order
+//! without locks, so a reader never sees id `n + 1` before id `n`. It
+//! publishes the last durable id only after the flush, which is what the
+//! consumers follow: they never apply an event that could still be lost.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tokio::sync::{oneshot, watch};
+
+use super::StoreError;
+use crate::events::log::{self, StoredFrame};
+
+/// Most jobs served by one flush.
+const MAX_GROUP: usize = 4096;
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// First id of the frame (for a duplicate: the stored last id).
+    pub first_id: u64,
+    pub last_id: u64,
+    /// Events appended (0 for a duplicate).
+    pub count: u64,
+    pub duplicate: bool,
+}
+
+/// A frame to append.
+pub struct AppendJob {
+    pub events: Vec<String>,
+    pub producer: Option<(String, u64)>,
+    pub received: Instant,
+    pub reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Work for the committer.
+pub enum Job {
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Append(AppendJob),
+}
+
+/// Sends jobs to the committer.
+pub struct Handle(flume::Sender<Job>);
+
+impl Handle {
+    pub fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.0.send(job).map_err(|_| StoreError::Closed)
+    }
+}
+
+/// Starts the committer thread; returns its handle and the durable id.
+pub fn start(db: sled::Db, tree: sled::Tree) -> Result<(Handle, watch::Receiver<u64>), StoreError> {
+    let next_id = log::next_id(&tree)?;
+    let (durable_tx, durable_rx) = watch::channel(next_id - 1);
+    let (tx, rx) = flume::unbounded();
+    let mut committer = Committer {
+        db,
+        tree,
+        next_id,
+        producers: HashMap::new(),
+        durable: durable_tx,
+    };
+    std::thread::Builder::new()
+        .name("varcade-committer".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                jobs.extend(rx.try_iter().take(MAX_GROUP - 1));
+                committer.commit(jobs);
+            }
+        })
+        .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+    Ok((Handle(tx), durable_rx))
+}
+
+struct Committer {
+    db: sled::Db,
+    tree: sled::Tree,
+    next_id: u64,
+    /// Producer -> (highest seq, last id of that envelope).
+    producers: HashMap<String, (u64, u64)>,
+    durable: watch::Sender<u64>,
+}
+
+type Reply = (
+    oneshot::Sender<Result<Appended, StoreError>>,
+    Appended,
+    Instant,
+);
+
+impl Committer {
+    fn commit(&mut self, jobs: Vec<Job>) {
+        let mut flushes = Vec::new();
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut batch = sled::Batch::default();
+        let (start_id, producers_before) = (self.next_id, self.producers.clone());
+        let ts_ms = crate::game::now_us() / 1000;
+        let mut frames = 0;
+        for job in jobs {
+            match job {
+                Job::Flush(reply) => flushes.push(reply),
+                Job::Append(job) => {
+                    let appended =
+                        self.stage(&mut batch, job.events, job.producer, ts_ms, &mut frames);
+                    replies.push((job.reply, appended, job.received));
+                }
+            }
+        }
+        let result = self.write(batch, frames > 0);
+        match result {
+            Ok(()) => {
+                if self.next_id != start_id {
+                    self.durable.send_replace(self.next_id - 1);
+                }
+                for (reply, appended, received) in replies {
+                    crate::metrics::ack_latency(received.elapsed());
+                    let _ = reply.send(Ok(appended));
+                }
+                for reply in flushes {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                self.next_id = start_id;
+                self.producers = producers_before;
+                for (reply, ..) in replies {
+                    let _ = reply.send(Err(StoreError::Sled(sled::Error::Unsupported(
+                        e.to_string(),
+                    ))));
+                }
+                for reply in flushes {
+                    let _ = reply.send(Err(StoreError::Sled(sled::Error::Unsupported(
+                        e.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Adds one frame to the batch (or recognises a duplicate envelope).
+    fn stage(
+        &mut self,
+        batch: &mut sled::Batch,
+        events: Vec<String>,
+        producer: Option<(String, u64)>,
+        ts_ms: u64,
+        frames: &mut usize,
+    ) -> Appended {
+        if let Some((name, seq)) = &producer {
+            let stored = self.producer(name);
+            if *seq <= stored.0 {
+                return Appended {
+                    first_id: stored.1,
+                    last_id: stored.1,
+                    count: 0,
+                    duplicate: true,
+                };
+            }
+        }
+        let count = events.len() as u64;
+        let first_id = self.next_id;
+        let last_id = first_id + count - 1;
+        let frame = StoredFrame { ts_ms, events };
+        match postcard::to_stdvec(&frame) {
+            Ok(bytes) => batch.insert(&log::frame_key(first_id), bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode frame");
+                return Appended {
+                    first_id,
+                    last_id: first_id.saturating_sub(1),
+                    count: 0,
+                    duplicate: false,
+                };
+            }
+        }
+        self.next_id = last_id + 1;
+        batch.insert(log::NEXT_ID_KEY, &self.next_id.to_be_bytes());
+        if let Some((name, seq)) = producer {
+            batch.insert(
+                log::producer_key(&name),
+                &log::encode_producer(seq, last_id),
+            );
+            self.producers.insert(name, (seq, last_id));
+        }
+        *frames += 1;
+        Appended {
+            first_id,
+            last_id,
+            count,
+            duplicate: false,
+        }
+    }
+
+    fn producer(&mut self, name: &str) -> (u64, u64) {
+        if let Some(p) = self.producers.get(name) {
+            return *p;
+        }
+        let stored = self
+            .tree
+            .get(log::producer_key(name))
+            .ok()
+            .flatten()
+            .and_then(|v| log::decode_producer(&v))
+            .unwrap_or((0, 0));
+        self.producers.insert(name.to_string(), stored);
+        stored
+    }
+
+    fn write(&self, batch: sled::Batch, has_frames: bool) -> Result<(), StoreError> {
+        if has_frames {
+            self.tree.apply_batch(batch)?;
+        }
+        let started = Instant::now();
+        self.db.flush()?;
+        crate::metrics::flush_latency(started.elapsed());
+        Ok(())
+    }
+}
