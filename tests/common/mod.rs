@@ -1,0 +1,421 @@
+//! Test harness: starts the real `varcade` binary on 127.0.0.1:0 with a
+//! temporary data directory, and a fake game server inside the test whose
+//! behaviour each test controls.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "admin-key";
+pub const SECRET: &str = "test-secret";
+
+/// How the fake game server answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Ok,
+    Fail,
+    Hang,
+    NoToken,
+}
+
+/// A game server inside the test that records every call.
+#[derive(Clone)]
+pub struct FakeGameServer {
+    pub url: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+struct FakeState {
+    create: Mode,
+    join: Mode,
+    remove: Mode,
+    calls: Vec<(String, Value)>,
+}
+
+async fn fake_call(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    endpoint: &'static str,
+    body: Value,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let mode = {
+        let mut s = state.lock().unwrap();
+        s.calls.push((endpoint.to_string(), body));
+        match endpoint {
+            "create_game" => s.create,
+            "join_game" => s.join,
+            _ => s.remove,
+        }
+    };
+    match mode {
+        Mode::Ok if endpoint == "create_game" => (
+            axum::http::StatusCode::OK,
+            Json(json!({"gameToken": format!("tok-{}", uuid::Uuid::new_v4())})),
+        ),
+        Mode::Ok | Mode::NoToken => (axum::http::StatusCode::OK, Json(json!({}))),
+        Mode::Fail => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "boom"})),
+        ),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            (axum::http::StatusCode::OK, Json(json!({})))
+        }
+    }
+}
+
+impl FakeGameServer {
+    pub async fn start() -> FakeGameServer {
+        let state = Arc::new(Mutex::new(FakeState {
+            create: Mode::Ok,
+            join: Mode::Ok,
+            remove: Mode::Ok,
+            calls: Vec::new(),
+        }));
+        let route = |endpoint: &'static str| {
+            post(move |s: State<Arc<Mutex<FakeState>>>, Json(body): Json<Value>| {
+                fake_call(s, endpoint, body)
+            })
+        };
+        let app = Router::new()
+            .route("/create_game", route("create_game"))
+            .route("/join_game", route("join_game"))
+            .route("/remove_player", route("remove_player"))
+            .route("/remove_game", route("remove_game"))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeGameServer { url, state }
+    }
+
+    pub fn set(&self, create: Mode, join: Mode, remove: Mode) {
+        let mut s = self.state.lock().unwrap();
+        (s.create, s.join, s.remove) = (create, join, remove);
+    }
+
+    /// The calls made to `endpoint`, in order.
+    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
+        let s = self.state.lock().unwrap();
+        s.calls
+            .iter()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// Options for the config file the server is started with.
+#[derive(Clone)]
+pub struct Options {
+    pub game_server_url: String,
+    pub timeout_ms: u64,
+    /// (created, creator_joined, all_players_joined, in_progress, ended)
+    pub expiry: (u64, u64, u64, u64, u64),
+    pub curation_interval_ms: u64,
+    pub extra: String,
+}
+
+impl Options {
+    pub fn new(fake: &FakeGameServer) -> Options {
+        Options {
+            game_server_url: fake.url.clone(),
+            timeout_ms: 1000,
+            expiry: (600, 600, 600, 600, 600),
+            curation_interval_ms: 200,
+            extra: String::new(),
+        }
+    }
+
+    fn toml(&self, data_dir: &std::path::Path) -> String {
+        let (a, b, c, d, e) = self.expiry;
+        format!(
+            r#"data_dir = "{dir}"
+jwt_secret = "{SECRET}"
+admin_key = "{ADMIN}"
+game_server_timeout_ms = {timeout}
+{extra}
+[expiry]
+created = {a}
+creator_joined = {b}
+all_players_joined = {c}
+in_progress = {d}
+ended = {e}
+curation_interval_ms = {interval}
+
+[[games]]
+product_id = "exrps"
+game_server_url = "{url}"
+game_socket_url = "127.0.0.1:8085"
+ingest_key = "exrps-secret"
+leaderboard = "wins"
+stats = "exrps"
+[games.settings]
+num_players = 2
+
+[[games]]
+product_id = "chess"
+game_server_url = "{url}"
+game_socket_url = "127.0.0.1:9095"
+ingest_key = "chess-secret"
+leaderboard = "elo"
+stats = "default"
+[games.settings]
+num_players = 3
+"#,
+            dir = data_dir.display(),
+            timeout = self.timeout_ms,
+            extra = self.extra,
+            interval = self.curation_interval_ms,
+            url = self.game_server_url,
+        )
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("varcade-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `varcade serve`.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub base: String,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// Starts `varcade` with `args` and waits for its `listening on` line.
+pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_varcade"));
+    cmd.args(args)
+        .env_remove("VARCADE_BIND")
+        .env_remove("VARCADE_DATA_DIR")
+        .env_remove("VARCADE_JWT_SECRET")
+        .env("VARCADE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("VARCADE_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start varcade");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.contains("listening on") {
+                let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("varcade did not print `listening on`");
+    (child, addr)
+}
+
+impl Server {
+    pub async fn start(options: &Options) -> Server {
+        let dir = TempDir::new();
+        Server::start_in(options, dir).await
+    }
+
+    pub async fn start_in(options: &Options, dir: TempDir) -> Server {
+        let config = dir.0.join("varcade.toml");
+        std::fs::write(&config, options.toml(&dir.0.join("db"))).unwrap();
+        let (child, addr) = spawn(
+            &[
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            dir,
+            config,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `kill -9`, then start again on the same data directory.
+    pub async fn crash_and_restart(mut self, options: &Options) -> Server {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        Server::start_in(options, dir).await
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// POST with an optional `Authorization` header value and JSON body text.
+    pub async fn post(&self, path: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).body(body.to_string());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn create(&self, product: &str, user: &str) -> (u16, Value) {
+        let auth = token(user);
+        self.post(&format!("/game_lobby/{product}/create_game"), Some(&auth), "")
+            .await
+    }
+
+    pub async fn join(&self, product: &str, game_id: &str, user: &str) -> (u16, Value) {
+        let auth = token(user);
+        self.post(
+            &format!("/game_lobby/{product}/join_game/{game_id}"),
+            Some(&auth),
+            "",
+        )
+        .await
+    }
+
+    pub async fn open_games(&self, product: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/game_lobby/{product}/open_games?count=25"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array().unwrap().clone()
+    }
+
+    /// POSTs events with the product's ingest key.
+    pub async fn ingest(&self, key: &str, body: &Value) -> (u16, Value) {
+        self.post("/ingest", Some(&format!("Bearer {key}")), &body.to_string())
+            .await
+    }
+
+    pub async fn state_change(&self, product: &str, game_id: &str, state: &str) {
+        let key = format!("{product}-secret");
+        let event = json!({"product_id": product, "game_id": game_id, "type": "state_change", "new_state": state});
+        let (status, body) = self.ingest(&key, &event).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Creates a game and has the game server report `creator_joined`.
+    pub async fn listed_game(&self, product: &str, creator: &str) -> String {
+        let (status, game) = self.create(product, creator).await;
+        assert_eq!(status, 200, "{game}");
+        let id = game["game_id"].as_str().unwrap().to_string();
+        self.state_change(product, &id, "creator_joined").await;
+        self.wait_for(|| async { self.open_games(product).await.iter().any(|g| g["game_id"] == id.as_str()) })
+            .await;
+        id
+    }
+
+    /// All events via `GET /events`.
+    pub async fn events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let r = self
+                .http
+                .get(self.url(&format!("/events?after={after}&limit=1000")))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let page: Vec<Value> = r.json().await.unwrap();
+            match page.last() {
+                Some(last) => after = last["id"].as_u64().unwrap(),
+                None => return out,
+            }
+            out.extend(page);
+        }
+    }
+
+    /// Polls `check` until it holds (10 s at most).
+    pub async fn wait_for<F, Fut>(&self, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(Instant::now() < deadline, "condition not met within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Token <jwt>` for a player (username = "user<id>").
+pub fn token(user: &str) -> String {
+    format!(
+        "Token {}",
+        varcade::auth::mint_token(SECRET, user, &format!("user{user}"), 3600)
+    )
+}
