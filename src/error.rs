@@ -27,6 +27,8 @@ pub enum ApiError {
     GameNotFound(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("player {0:?} has no score on this leaderboard")]
+    PlayerNotFound(String),
     #[error("{0}")]
     GameNotJoinable(String),
     #[error("you have already joined this game")]
@@ -61,6 +63,7 @@ impl ApiError {
             ApiError::UnknownProduct(_) => "unknown_product",
             ApiError::GameNotFound(_) => "game_not_found",
             ApiError::NotFound(_) => "not_found",
+            ApiError::PlayerNotFound(_) => "player_not_found",
             ApiError::GameNotJoinable(_) => "game_not_joinable",
             ApiError::AlreadyJoined => "already_joined",
             ApiError::BadRequest { .. } => "bad_request",
@@ -75,9 +78,10 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::UnknownProduct(_) | ApiError::GameNotFound(_) | ApiError::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::UnknownProduct(_)
+            | ApiError::GameNotFound(_)
+            | ApiError::NotFound(_)
+            | ApiError::PlayerNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::GameNotJoinable(_) | ApiError::AlreadyJoined => StatusCode::CONFLICT,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

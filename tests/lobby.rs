@@ -86,7 +86,10 @@ async fn auth_failures_are_401() {
         None,
         Some("Token".to_string()),
         Some("Token garbage".to_string()),
-        Some(format!("Basic {}", sign(json!({"user_id": "1", "username": "a"})))),
+        Some(format!(
+            "Basic {}",
+            sign(json!({"user_id": "1", "username": "a"}))
+        )),
         Some(format!("Token {wrong_secret}")),
         Some(format!("Token {none}")),
         Some(format!(
@@ -95,7 +98,10 @@ async fn auth_failures_are_401() {
         )),
         Some(format!("Token {}", sign(json!({"username": "a"})))),
         Some(format!("Token {}", sign(json!({"user_id": "1"})))),
-        Some(format!("Token {}", sign(json!({"user_id": [1], "username": "a"})))),
+        Some(format!(
+            "Token {}",
+            sign(json!({"user_id": [1], "username": "a"}))
+        )),
     ];
     for auth in &cases {
         let (s, b) = server.post(path, auth.as_deref(), "").await;
@@ -144,7 +150,10 @@ async fn join_rules_and_status_codes() {
     assert_error(s, &b, 409, "already_joined");
     let (s, b) = server.join("exrps", &id, "3").await;
     assert_error(s, &b, 409, "game_not_joinable");
-    assert!(server.open_games("exrps").await.is_empty(), "full games leave the lobby");
+    assert!(
+        server.open_games("exrps").await.is_empty(),
+        "full games leave the lobby"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,7 +175,9 @@ async fn thirty_two_way_race_for_the_last_seat() {
     let mut tasks = Vec::new();
     for i in 0..32 {
         let (server, id) = (server.clone(), id.clone());
-        tasks.push(tokio::spawn(async move { server.join("exrps", &id, &format!("p{i}")).await }));
+        tasks.push(tokio::spawn(async move {
+            server.join("exrps", &id, &format!("p{i}")).await
+        }));
     }
     let mut winners = Vec::new();
     for task in tasks {
@@ -230,7 +241,9 @@ async fn open_games_paging_order_and_bad_parameters() {
     let page = |q: &'static str| {
         let server = &server;
         async move {
-            let (s, b) = server.get(&format!("/game_lobby/exrps/open_games{q}")).await;
+            let (s, b) = server
+                .get(&format!("/game_lobby/exrps/open_games{q}"))
+                .await;
             assert_eq!(s, 200, "{b}");
             b.as_array()
                 .unwrap()
@@ -245,7 +258,9 @@ async fn open_games_paging_order_and_bad_parameters() {
     assert_eq!(page("?count=2&page=2").await, ids[4..]);
     assert!(page("?count=2&page=3").await.is_empty());
     for bad in ["?count=-1", "?count=x", "?page=-1", "?page=1.5", "?count="] {
-        let (s, b) = server.get(&format!("/game_lobby/exrps/open_games{bad}")).await;
+        let (s, b) = server
+            .get(&format!("/game_lobby/exrps/open_games{bad}"))
+            .await;
         assert_error(s, &b, 400, "bad_request");
     }
 }
@@ -261,7 +276,9 @@ async fn page_size_is_capped() {
     }
     server
         .wait_for(|| async {
-            let (_, b) = server.get("/game_lobby/exrps/open_games?count=25&page=1").await;
+            let (_, b) = server
+                .get("/game_lobby/exrps/open_games?count=25&page=1")
+                .await;
             b.as_array().is_some_and(|a| a.len() == 2)
         })
         .await;
@@ -284,12 +301,19 @@ async fn errors_cors_and_body_limit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let b: Value = r.json().await.unwrap();
     assert!(b["error"].is_string());
 
     let big = "x".repeat((1 << 20) + 1);
-    let (s, b) = server.post("/game_lobby/exrps/create_game", Some(&token("1")), &big).await;
+    let (s, b) = server
+        .post("/game_lobby/exrps/create_game", Some(&token("1")), &big)
+        .await;
     assert_error(s, &b, 413, "payload_too_large");
     // Chunked (no Content-Length).
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -307,16 +331,28 @@ async fn errors_cors_and_body_limit() {
 
     let r = server
         .http
-        .request(reqwest::Method::OPTIONS, server.url("/game_lobby/exrps/create_game"))
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url("/game_lobby/exrps/create_game"),
+        )
         .header("origin", "http://portal.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    let allow = r.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
-    assert!(allow.contains("authorization") && allow.contains("content-type"), "{allow}");
+    let allow = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allow.contains("authorization") && allow.contains("content-type"),
+        "{allow}"
+    );
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 
     let (s, _) = server.get("/healthz").await;

@@ -1,0 +1,387 @@
+//! The `stats` tree: leaderboards, their rank counts, and player stats.
+//!
+//! Per product a board keeps, all in the one tree:
+//! - `s<product>\0<user>` → the score (i64, big endian);
+//! - `r<product>\0<desc score><user>` → the board order (score descending,
+//!   then user id ascending), so the top N and any window are range scans;
+//! - `h<product>\0<desc score>` → how many players have that score;
+//! - `k<product>\0<desc score><first two bytes of user>` → how many players
+//!   with that score fall in that user-id bucket.
+//!
+//! A rank is then 1 + the counts of higher scores (one key per distinct
+//! score above) + the bucket counts before the player's bucket at the same
+//! score + a scan of the player's own bucket, so it never reads the board.
+//! Player stats live at `p<product>\0<user>` as a postcard map of counters.
+//! The consumer's cursor is `c`; only the consumer writes this tree, in one
+//! batch per group of events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sled::IVec;
+
+use crate::store::StoreError;
+
+/// The stats consumer's cursor key.
+pub const CURSOR_KEY: &[u8] = b"c";
+/// Length of the user-id bucket prefix in the rank counts.
+const BUCKET: usize = 2;
+
+fn key(tag: u8, product: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k =
+        Vec::with_capacity(2 + product.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(tag);
+    k.extend_from_slice(product.as_bytes());
+    k.push(0);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// A score as 8 bytes that sort highest first.
+fn desc(score: i64) -> [u8; 8] {
+    (!((score as u64) ^ (1 << 63))).to_be_bytes()
+}
+
+fn undesc(bytes: &[u8]) -> Option<i64> {
+    let raw = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    Some(((!raw) ^ (1 << 63)) as i64)
+}
+
+fn bucket(user: &str) -> &[u8] {
+    &user.as_bytes()[..user.len().min(BUCKET)]
+}
+
+fn score_key(product: &str, user: &str) -> Vec<u8> {
+    key(b's', product, &[user.as_bytes()])
+}
+
+fn order_key(product: &str, score: i64, user: &str) -> Vec<u8> {
+    key(b'r', product, &[&desc(score), user.as_bytes()])
+}
+
+fn score_count_key(product: &str, score: i64) -> Vec<u8> {
+    key(b'h', product, &[&desc(score)])
+}
+
+fn bucket_count_key(product: &str, score: i64, user: &str) -> Vec<u8> {
+    key(b'k', product, &[&desc(score), bucket(user)])
+}
+
+fn stats_key(product: &str, user: &str) -> Vec<u8> {
+    key(b'p', product, &[user.as_bytes()])
+}
+
+fn decode_u64(value: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(value)
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// One board entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub user_id: String,
+    pub score: i64,
+}
+
+/// Player counters, by name.
+pub type Counters = BTreeMap<String, i64>;
+
+/// Reads boards and stats straight from the tree.
+pub struct Boards<'a>(pub &'a sled::Tree);
+
+impl Boards<'_> {
+    /// A player's score.
+    pub fn score(&self, product: &str, user: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .0
+            .get(score_key(product, user))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Sums the counts under `prefix` whose keys sort before `end`.
+    fn count_before(&self, prefix: &[u8], end: &[u8]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for item in self.0.range(prefix.to_vec()..end.to_vec()) {
+            total += decode_u64(&item?.1);
+        }
+        Ok(total)
+    }
+
+    /// A player's score and 1-based rank.
+    pub fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StoreError> {
+        let Some(score) = self.score(product, user)? else {
+            return Ok(None);
+        };
+        let higher =
+            self.count_before(&key(b'h', product, &[]), &score_count_key(product, score))?;
+        let same_score = key(b'k', product, &[&desc(score)]);
+        let earlier_buckets =
+            self.count_before(&same_score, &bucket_count_key(product, score, user))?;
+        let bucket_start = key(b'r', product, &[&desc(score), bucket(user)]);
+        let mut in_bucket = 0;
+        for item in self.0.range(bucket_start..order_key(product, score, user)) {
+            item?;
+            in_bucket += 1;
+        }
+        Ok(Some((score, 1 + higher + earlier_buckets + in_bucket)))
+    }
+
+    /// `count` entries from position `offset` (0-based) in board order.
+    /// The counts locate the start without reading the entries before it.
+    pub fn window(
+        &self,
+        product: &str,
+        offset: u64,
+        count: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::with_capacity(count.min(128));
+        if count == 0 {
+            return Ok(out);
+        }
+        let mut skip = offset;
+        let mut start = key(b'r', product, &[]);
+        'found: for item in self.0.scan_prefix(key(b'h', product, &[])) {
+            let (k, v) = item?;
+            let n = decode_u64(&v);
+            if n <= skip {
+                skip -= n;
+                continue;
+            }
+            let score_bytes = &k[k.len() - 8..];
+            let buckets = key(b'k', product, &[score_bytes]);
+            for item in self.0.scan_prefix(&buckets) {
+                let (bk, bv) = item?;
+                let n = decode_u64(&bv);
+                if n <= skip {
+                    skip -= n;
+                    continue;
+                }
+                start = key(b'r', product, &[score_bytes, &bk[buckets.len()..]]);
+                break 'found;
+            }
+            return Ok(out);
+        }
+        let prefix = key(b'r', product, &[]);
+        if start == prefix && offset > 0 {
+            return Ok(out);
+        }
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        for item in self.0.range(start..).skip(skip).take(count) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rest = &k[prefix.len()..];
+            let (Some(score), Some(user)) = (undesc(rest), rest.get(8..)) else {
+                continue;
+            };
+            out.push(Entry {
+                user_id: String::from_utf8_lossy(user).into_owned(),
+                score,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A player's counters (empty when none).
+    pub fn stats(&self, product: &str, user: &str) -> Result<Counters, StoreError> {
+        match self.0.get(stats_key(product, user))? {
+            Some(v) => Ok(postcard::from_bytes(&v)?),
+            None => Ok(Counters::new()),
+        }
+    }
+}
+
+/// The writes of one consumer batch: read-your-writes over the tree, then
+/// one atomic batch in which every touched key is written once.
+pub struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Overlay {
+            tree,
+            writes: HashMap::new(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(key)?.map(|v: IVec| v.to_vec())),
+        }
+    }
+
+    fn add_count(&mut self, key: Vec<u8>, delta: i64) -> Result<(), StoreError> {
+        let current = self.get(&key)?.map_or(0, |v| decode_u64(&v)) as i64;
+        let next = (current + delta).max(0) as u64;
+        let value = (next > 0).then(|| next.to_be_bytes().to_vec());
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// A player's score in this batch's view.
+    pub fn score(&self, product: &str, user: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .get(&score_key(product, user))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Sets a player's score, moving the order entry and the counts.
+    pub fn set_score(&mut self, product: &str, user: &str, score: i64) -> Result<(), StoreError> {
+        let old = self.score(product, user)?;
+        if old == Some(score) {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.writes.insert(order_key(product, old, user), None);
+            self.add_count(score_count_key(product, old), -1)?;
+            self.add_count(bucket_count_key(product, old, user), -1)?;
+        }
+        self.writes
+            .insert(order_key(product, score, user), Some(Vec::new()));
+        self.add_count(score_count_key(product, score), 1)?;
+        self.add_count(bucket_count_key(product, score, user), 1)?;
+        self.writes
+            .insert(score_key(product, user), Some(score.to_be_bytes().to_vec()));
+        Ok(())
+    }
+
+    /// Adds to a player's counter (creating it at 0 + `delta`).
+    pub fn add_stat(
+        &mut self,
+        product: &str,
+        user: &str,
+        counter: &str,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let key = stats_key(product, user);
+        let mut counters: Counters = match self.get(&key)? {
+            Some(v) => postcard::from_bytes(&v)?,
+            None => Counters::new(),
+        };
+        let entry = counters.entry(counter.to_string()).or_insert(0);
+        *entry = entry.saturating_add(delta);
+        self.writes
+            .insert(key, Some(postcard::to_stdvec(&counters)?));
+        Ok(())
+    }
+
+    /// Writes everything and the cursor in one atomic batch.
+    pub fn commit(self, cursor: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch.insert(CURSOR_KEY, &cursor.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> sled::Tree {
+        sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("stats")
+            .unwrap()
+    }
+
+    fn set(tree: &sled::Tree, scores: &[(&str, i64)]) {
+        let mut o = Overlay::new(tree);
+        for (user, score) in scores {
+            o.set_score("p", user, *score).unwrap();
+        }
+        o.commit(1).unwrap();
+    }
+
+    #[test]
+    fn desc_orders_highest_first() {
+        let mut scores = vec![5i64, -3, 0, i64::MAX, i64::MIN, 1000];
+        let mut keys: Vec<_> = scores.iter().map(|s| desc(*s)).collect();
+        keys.sort();
+        scores.sort_by(|a, b| b.cmp(a));
+        assert_eq!(
+            keys.iter().map(|k| undesc(k).unwrap()).collect::<Vec<_>>(),
+            scores
+        );
+    }
+
+    /// Rank and window agree with a plain sort, through score changes.
+    #[test]
+    fn ranks_and_windows_match_a_sorted_board() {
+        let tree = tree();
+        let mut board: BTreeMap<String, i64> = BTreeMap::new();
+        let mut seed = 7u64;
+        for round in 0..4 {
+            let mut changes = Vec::new();
+            for _ in 0..150 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let user = format!("{}", (seed >> 33) % 120);
+                let score = ((seed >> 20) % 6) as i64 - round;
+                changes.push((user.clone(), score));
+                board.insert(user, score);
+            }
+            let refs: Vec<(&str, i64)> = changes.iter().map(|(u, s)| (u.as_str(), *s)).collect();
+            set(&tree, &refs);
+            let mut sorted: Vec<(&String, &i64)> = board.iter().collect();
+            sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let boards = Boards(&tree);
+            for (i, (user, score)) in sorted.iter().enumerate() {
+                assert_eq!(
+                    boards.rank("p", user).unwrap(),
+                    Some((**score, i as u64 + 1))
+                );
+            }
+            for offset in [0, 1, 7, 50, sorted.len() as u64 - 1, sorted.len() as u64] {
+                let got = boards.window("p", offset, 10).unwrap();
+                let want: Vec<Entry> = sorted
+                    .iter()
+                    .skip(offset as usize)
+                    .take(10)
+                    .map(|(u, s)| Entry {
+                        user_id: (*u).clone(),
+                        score: **s,
+                    })
+                    .collect();
+                assert_eq!(got, want, "offset {offset}");
+            }
+        }
+        assert_eq!(Boards(&tree).rank("p", "nobody").unwrap(), None);
+        assert!(Boards(&tree).window("other", 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn stats_counters_accumulate() {
+        let tree = tree();
+        let mut o = Overlay::new(&tree);
+        o.add_stat("p", "1", "wins", 1).unwrap();
+        o.add_stat("p", "1", "wins", 1).unwrap();
+        o.add_stat("p", "1", "losses", 0).unwrap();
+        o.commit(9).unwrap();
+        let stats = Boards(&tree).stats("p", "1").unwrap();
+        assert_eq!(stats.get("wins"), Some(&2));
+        assert_eq!(stats.get("losses"), Some(&0));
+        assert!(Boards(&tree).stats("p", "2").unwrap().is_empty());
+        assert_eq!(
+            tree.get(CURSOR_KEY).unwrap().unwrap().as_ref(),
+            9u64.to_be_bytes()
+        );
+    }
+}
