@@ -15,8 +15,12 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::auth::{IngestKeys, JwtVerifier};
+use axum::Json;
+use serde_json::{Value, json};
+
+use crate::auth::{Admin, IngestKeys, JwtVerifier};
 use crate::config::{Config, ProductConfig};
+use crate::error::ApiError;
 use crate::error::json_errors;
 use crate::events::{self, ingest::MAX_FRAME};
 use crate::gameserver::GameServerClient;
@@ -93,6 +97,8 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/admin/status", get(admin_status))
+        .route("/admin/{*rest}", axum::routing::any(admin_unknown))
         .merge(crate::lobby::routes())
         .merge(crate::stats::routes())
         .merge(events::routes())
@@ -109,6 +115,30 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Ok(_) => "ready".into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
+}
+
+/// `GET /admin/status` (admin key): the log's end, each consumer's cursor
+/// and the layout version.
+async fn admin_status(State(app): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+    let durable = app.store.durable_id();
+    let consumers: serde_json::Map<String, Value> = events::cursors(&app.store)
+        .into_iter()
+        .map(|(name, cursor)| {
+            let lag = durable.saturating_sub(cursor);
+            (name.to_string(), json!({"cursor": cursor, "lag": lag}))
+        })
+        .collect();
+    Ok(Json(json!({
+        "last_event_id": durable,
+        "consumers": consumers,
+        "layout_version": app.store.layout_version()?,
+        "size_on_disk": app.store.size_on_disk(),
+    })))
+}
+
+/// Any other `/admin` path: 401 without the admin key, else 404.
+async fn admin_unknown(_admin: Admin) -> ApiError {
+    ApiError::NotFound("no such admin route".into())
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
