@@ -96,7 +96,7 @@ impl Committer {
         let mut flushes = Vec::new();
         let mut replies: Vec<Reply> = Vec::new();
         let mut batch = sled::Batch::default();
-        let (start_id, producers_before) = (self.next_id, self.producers.clone());
+        let start_id = self.next_id;
         let ts_ms = crate::game::now_us() / 1000;
         let mut frames = 0;
         for job in jobs {
@@ -125,17 +125,15 @@ impl Committer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
-                self.next_id = start_id;
-                self.producers = producers_before;
+                // The tree is the truth (the batch may or may not be in it):
+                // reload the counter, and let the producer cache refill.
+                self.next_id = log::next_id(&self.tree).unwrap_or(start_id);
+                self.producers.clear();
                 for (reply, ..) in replies {
-                    let _ = reply.send(Err(StoreError::Sled(sled::Error::Unsupported(
-                        e.to_string(),
-                    ))));
+                    let _ = reply.send(Err(StoreError::Failed(e.to_string())));
                 }
                 for reply in flushes {
-                    let _ = reply.send(Err(StoreError::Sled(sled::Error::Unsupported(
-                        e.to_string(),
-                    ))));
+                    let _ = reply.send(Err(StoreError::Failed(e.to_string())));
                 }
             }
         }

@@ -39,6 +39,8 @@ pub enum StoreError {
     },
     #[error("the committer has stopped")]
     Closed,
+    #[error("commit failed: {0}")]
+    Failed(String),
 }
 
 impl<E: Into<StoreError>> From<sled::transaction::TransactionError<E>> for StoreError {
