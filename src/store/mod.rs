@@ -74,7 +74,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(128 * 1024 * 1024)
             .flush_every_ms(Some(1000))
             .open()?;
         migrate(&db, dir)?;
