@@ -78,7 +78,8 @@ pub fn cursors(store: &Store) -> Vec<(&'static str, u64)> {
 /// Drops events every consumer has applied once they are older than the
 /// retention window; runs until shutdown.
 pub async fn retention(store: std::sync::Arc<Store>, window: Duration, mut shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let period = (window / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
