@@ -196,8 +196,10 @@ impl Config {
             let message = e.message().replace('\n', " ");
             match e.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}: {message}")
+                    let start = span.start.min(text.len());
+                    let line = text[..start].matches('\n').count() + 1;
+                    let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+                    format!("line {line} `{source}`: {message}")
                 }
                 None => message,
             }
@@ -340,7 +342,7 @@ mod tests {
     #[test]
     fn wrong_type_is_an_error() {
         let err = Config::from_toml("game_server_timeout_ms = \"soon\"").unwrap_err();
-        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("line 1 `game_server_timeout_ms"), "{err}");
     }
 
     #[test]
