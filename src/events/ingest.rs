@@ -16,6 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -181,11 +182,30 @@ pub fn parse_frame(
     for (i, event) in events.iter().enumerate() {
         kinds.push(check_event(event, i, admitted, known)?);
     }
+    let events = match raw_events(text, producer.is_some()) {
+        Some(raw) if raw.len() == events.len() => raw,
+        _ => events.iter().map(Value::to_string).collect(),
+    };
     Ok(Frame {
-        events: events.iter().map(Value::to_string).collect(),
+        events,
         producer,
         kinds,
     })
+}
+
+/// Each event's text exactly as sent (API.md: the log stores each event as
+/// it was sent), so numbers a float cannot hold keep every digit.
+fn raw_events(text: &str, envelope: bool) -> Option<Vec<String>> {
+    let text = text.trim_matches([' ', '\t', '\n', '\r']);
+    let raw: Vec<&RawValue> = if envelope {
+        let mut fields: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+        serde_json::from_str(fields.remove("events")?.get()).ok()?
+    } else if text.starts_with('[') {
+        serde_json::from_str(text).ok()?
+    } else {
+        return Some(vec![text.to_string()]);
+    };
+    Some(raw.into_iter().map(|r| r.get().to_string()).collect())
 }
 
 fn count_ingested(kinds: &[(String, String)]) {

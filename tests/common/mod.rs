@@ -81,9 +81,11 @@ impl FakeGameServer {
             calls: Vec::new(),
         }));
         let route = |endpoint: &'static str| {
-            post(move |s: State<Arc<Mutex<FakeState>>>, Json(body): Json<Value>| {
-                fake_call(s, endpoint, body)
-            })
+            post(
+                move |s: State<Arc<Mutex<FakeState>>>, Json(body): Json<Value>| {
+                    fake_call(s, endpoint, body)
+                },
+            )
         };
         let app = Router::new()
             .route("/create_game", route("create_game"))
@@ -284,10 +286,7 @@ impl Server {
     /// SIGTERM; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -306,7 +305,10 @@ impl Server {
         let r = self.http.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// POST with an optional `Authorization` header value and JSON body text.
@@ -318,13 +320,20 @@ impl Server {
         let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn create(&self, product: &str, user: &str) -> (u16, Value) {
         let auth = token(user);
-        self.post(&format!("/game_lobby/{product}/create_game"), Some(&auth), "")
-            .await
+        self.post(
+            &format!("/game_lobby/{product}/create_game"),
+            Some(&auth),
+            "",
+        )
+        .await
     }
 
     pub async fn join(&self, product: &str, game_id: &str, user: &str) -> (u16, Value) {
@@ -364,8 +373,13 @@ impl Server {
         assert_eq!(status, 200, "{game}");
         let id = game["game_id"].as_str().unwrap().to_string();
         self.state_change(product, &id, "creator_joined").await;
-        self.wait_for(|| async { self.open_games(product).await.iter().any(|g| g["game_id"] == id.as_str()) })
-            .await;
+        self.wait_for(|| async {
+            self.open_games(product)
+                .await
+                .iter()
+                .any(|g| g["game_id"] == id.as_str())
+        })
+        .await;
         id
     }
 
@@ -418,4 +432,116 @@ pub fn token(user: &str) -> String {
         "Token {}",
         varcade::auth::mint_token(SECRET, user, &format!("user{user}"), 3600)
     )
+}
+
+impl Server {
+    /// Starts again on the same data directory after the process exited
+    /// (for example after [`Server::terminate`]); kills it first if it runs.
+    pub async fn restart(mut self, options: &Options) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        Server::start_in(options, dir).await
+    }
+
+    /// Opens `GET /ingest{query}` as a WebSocket, with an optional
+    /// `Authorization` header value.
+    pub async fn ws_connect(
+        &self,
+        query: &str,
+        auth: Option<&str>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ingest{query}", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(auth) = auth {
+            request
+                .headers_mut()
+                .insert("authorization", auth.parse().unwrap());
+        }
+        let connect = tokio_tungstenite::connect_async(request);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(result) => result.map(|(ws, _)| ws),
+            Err(_) => panic!("WebSocket connect timed out"),
+        }
+    }
+
+    /// A WebSocket on `/ingest` authenticated with `Authorization: Bearer <key>`.
+    pub async fn ws(&self, key: &str) -> Ws {
+        self.ws_connect("", Some(&format!("Bearer {key}")))
+            .await
+            .expect("WebSocket upgrade")
+    }
+}
+
+/// An ingest WebSocket client.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one text frame.
+pub async fn ws_send(ws: &mut Ws, text: &str) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+        .await
+        .expect("send a frame");
+}
+
+/// The next message that is not a ping or pong (10 s at most); `None` when
+/// the stream ended.
+pub async fn ws_next(
+    ws: &mut Ws,
+) -> Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no WebSocket message within 10 s");
+        match next {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The next text frame, parsed as JSON.
+pub async fn ws_recv(ws: &mut Ws) -> Value {
+    use tokio_tungstenite::tungstenite::Message;
+    match ws_next(ws).await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str())
+            .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}")),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close frame and returns its code (as a number).
+pub async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
+    use tokio_tungstenite::tungstenite::Message;
+    for _ in 0..10_000 {
+        match ws_next(ws).await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+            None => panic!("connection ended without a close frame"),
+        }
+    }
+    panic!("no close frame")
+}
+
+/// Opens an ingest WebSocket that the server must refuse; returns the
+/// HTTP status of the refusal and its body.
+pub async fn ws_refused(server: &Server, query: &str, auth: Option<&str>) -> (u16, Value) {
+    match server.ws_connect(query, auth).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let body = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            (response.status().as_u16(), body)
+        }
+        Ok(_) => panic!("the upgrade was accepted ({query} {auth:?})"),
+        Err(e) => panic!("the upgrade failed without an HTTP answer: {e}"),
+    }
 }
