@@ -16,8 +16,9 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
@@ -104,21 +105,96 @@ pub fn text(value: Option<&Value>) -> Option<String> {
     }
 }
 
+/// The fields ingest looks at, borrowed from the frame's text: one parsing
+/// pass validates an event and keeps every value's text as sent.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    product_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    game_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    new_state: Option<&'a RawValue>,
+    #[serde(borrow)]
+    winner_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    loser_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    player_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    producer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow)]
+    events: Option<&'a RawValue>,
+}
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        match name {
+            "new_state" => self.new_state,
+            "winner_id" => self.winner_id,
+            "loser_id" => self.loser_id,
+            "player_id" => self.player_id,
+            "event_name" => self.event_name,
+            "game_id" => self.game_id,
+            _ => None,
+        }
+    }
+}
+
+/// A raw JSON string or number as text (strings unescaped).
+fn raw_text(raw: Option<&RawValue>) -> Option<String> {
+    let text = raw?.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str(text).ok(),
+        b'-' | b'0'..=b'9' => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
+/// Parses one object's fields; `None` when it is not an object.
+fn fields(text: &str) -> Result<Option<Fields<'_>>, serde_json::Error> {
+    if !is_object(text) {
+        return Ok(None);
+    }
+    serde_json::from_str(text).map(Some)
+}
+
 fn check_event(
-    event: &Value,
+    event: &str,
     index: usize,
     admitted: &[String],
     known: &dyn Fn(&str) -> bool,
 ) -> Result<(String, String), FrameError> {
     let bad = |m: String| FrameError::bad(m, Some(index));
-    let Some(map) = event.as_object() else {
-        return Err(bad("an event must be a JSON object".into()));
+    match fields(event) {
+        Ok(Some(map)) => check_fields(&map, index, admitted, known),
+        Ok(None) => Err(bad("an event must be a JSON object".into())),
+        Err(e) => Err(bad(format!("invalid event: {e}"))),
+    }
+}
+
+fn check_fields(
+    map: &Fields,
+    index: usize,
+    admitted: &[String],
+    known: &dyn Fn(&str) -> bool,
+) -> Result<(String, String), FrameError> {
+    let bad = |m: String| FrameError::bad(m, Some(index));
+    let field = |name: &str, raw: Option<&RawValue>| -> Result<String, FrameError> {
+        raw_text(raw).ok_or_else(|| bad(format!("missing or invalid field `{name}`")))
     };
-    let field = |name: &str| -> Result<String, FrameError> {
-        text(map.get(name)).ok_or_else(|| bad(format!("missing or invalid field `{name}`")))
-    };
-    let product = field("product_id")?;
-    let kind = field("type")?;
+    let product = field("product_id", map.product_id)?;
+    let kind = field("type", map.kind)?;
     if !known(&product) {
         return Err(bad(format!("unknown product {product:?}")));
     }
@@ -129,16 +205,16 @@ fn check_event(
             index: Some(index),
         });
     }
-    field("game_id")?;
+    field("game_id", map.game_id)?;
     for name in required_fields(&kind) {
-        field(name)?;
+        field(name, map.get(name))?;
     }
     Ok((product, kind))
 }
 
-fn envelope(map: &Map<String, Value>) -> Result<((String, u64), &Vec<Value>), FrameError> {
-    let producer = match map.get("producer") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+fn envelope<'a>(map: &Fields<'a>) -> Result<((String, u64), Vec<&'a RawValue>), FrameError> {
+    let producer = match raw_text(map.producer) {
+        Some(p) if !p.is_empty() && map.producer.is_some_and(|r| r.get().starts_with('"')) => p,
         _ => {
             return Err(FrameError::bad(
                 "`producer` must be a non-empty string",
@@ -146,31 +222,56 @@ fn envelope(map: &Map<String, Value>) -> Result<((String, u64), &Vec<Value>), Fr
             ));
         }
     };
-    let seq = match map.get("seq").and_then(Value::as_u64) {
+    let seq = match map
+        .seq
+        .and_then(|r| serde_json::from_str::<u64>(r.get()).ok())
+    {
         Some(seq) if seq > 0 => seq,
         _ => return Err(FrameError::bad("`seq` must be a positive integer", None)),
     };
-    match map.get("events") {
-        Some(Value::Array(events)) => Ok(((producer, seq), events)),
-        _ => Err(FrameError::bad("`events` must be an array", None)),
+    let events = map
+        .events
+        .filter(|r| r.get().starts_with('['))
+        .and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok());
+    match events {
+        Some(events) => Ok(((producer, seq), events)),
+        None => Err(FrameError::bad("`events` must be an array", None)),
     }
 }
 
-/// Validates a frame: one event, an array of events, or an envelope.
+fn not_json(e: serde_json::Error) -> FrameError {
+    FrameError::bad(format!("not JSON: {e}"), None)
+}
+
+/// Validates a frame: one event, an array of events, or an envelope. Each
+/// event is kept as the exact text that was sent.
 pub fn parse_frame(
     text: &str,
     admitted: &[String],
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Frame, FrameError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| FrameError::bad(format!("not JSON: {e}"), None))?;
-    let (producer, events): (_, Vec<Value>) = match value {
-        Value::Array(events) => (None, events),
-        Value::Object(map) if map.contains_key("events") => {
-            let (producer, events) = envelope(&map)?;
-            (Some(producer), events.clone())
+    let text = text.trim_matches([' ', '\t', '\n', '\r']);
+    let (producer, events): (_, Vec<&str>) = if text.starts_with('[') {
+        let events: Vec<&RawValue> = serde_json::from_str(text).map_err(not_json)?;
+        (None, events.into_iter().map(RawValue::get).collect())
+    } else if is_object(text) {
+        let map: Fields = serde_json::from_str(text).map_err(not_json)?;
+        if map.events.is_none() {
+            let kind = check_fields(&map, 0, admitted, known)?;
+            return Ok(Frame {
+                events: vec![text.to_string()],
+                producer: None,
+                kinds: vec![kind],
+            });
         }
-        single => (None, vec![single]),
+        let (producer, events) = envelope(&map)?;
+        (
+            Some(producer),
+            events.into_iter().map(RawValue::get).collect(),
+        )
+    } else {
+        serde_json::from_str::<&RawValue>(text).map_err(not_json)?;
+        (None, vec![text])
     };
     if events.is_empty() {
         return Err(FrameError::bad(
@@ -182,30 +283,11 @@ pub fn parse_frame(
     for (i, event) in events.iter().enumerate() {
         kinds.push(check_event(event, i, admitted, known)?);
     }
-    let events = match raw_events(text, producer.is_some()) {
-        Some(raw) if raw.len() == events.len() => raw,
-        _ => events.iter().map(Value::to_string).collect(),
-    };
     Ok(Frame {
-        events,
+        events: events.into_iter().map(str::to_string).collect(),
         producer,
         kinds,
     })
-}
-
-/// Each event's text exactly as sent (API.md: the log stores each event as
-/// it was sent), so numbers a float cannot hold keep every digit.
-fn raw_events(text: &str, envelope: bool) -> Option<Vec<String>> {
-    let text = text.trim_matches([' ', '\t', '\n', '\r']);
-    let raw: Vec<&RawValue> = if envelope {
-        let mut fields: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-        serde_json::from_str(fields.remove("events")?.get()).ok()?
-    } else if text.starts_with('[') {
-        serde_json::from_str(text).ok()?
-    } else {
-        return Some(vec![text.to_string()]);
-    };
-    Some(raw.into_iter().map(|r| r.get().to_string()).collect())
 }
 
 fn count_ingested(kinds: &[(String, String)]) {
