@@ -7,20 +7,11 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{ADMIN, FakeGameServer, Options, Server, ws_close_code, ws_recv, ws_refused, ws_send};
+use common::{
+    ADMIN, Options, Server, assert_error, listed, setup, ws_close_code, ws_recv, ws_refused,
+    ws_send,
+};
 use serde_json::{Value, json};
-
-async fn setup() -> (FakeGameServer, Server) {
-    let fake = FakeGameServer::start().await;
-    let server = Server::start(&Options::new(&fake)).await;
-    (fake, server)
-}
-
-fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-}
 
 /// An event of a type the matchmaker does not act on, marked `n`.
 fn tick(product: &str, n: u64) -> Value {
@@ -610,14 +601,6 @@ fn state_change(product: &str, game: &str, state: &str) -> Value {
 
 fn disconnect(product: &str, game: &str, player: &str) -> Value {
     json!({"product_id": product, "game_id": game, "type": "player_disconnect", "player_id": player})
-}
-
-async fn listed(server: &Server, product: &str, game: &str) -> Option<Value> {
-    server
-        .open_games(product)
-        .await
-        .into_iter()
-        .find(|g| g["game_id"] == game)
 }
 
 /// Waits until the matchmaker has applied everything ingested so far: a

@@ -5,20 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FakeGameServer, Mode, Options, SECRET, Server, token};
+use common::{Mode, SECRET, assert_error, setup, token};
 use serde_json::{Value, json};
-
-async fn setup() -> (FakeGameServer, Server) {
-    let fake = FakeGameServer::start().await;
-    let server = Server::start(&Options::new(&fake)).await;
-    (fake, server)
-}
-
-fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_returns_the_full_game_and_calls_the_game_server() {

@@ -10,24 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FakeGameServer, Mode, Options, Server, TempDir, ws_recv, ws_send};
+use common::{
+    FakeGameServer, Mode, Options, Server, TempDir, assert_error, listed, ws_recv, ws_send,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"], code, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-}
-
-async fn listed(server: &Server, product: &str, game: &str) -> Option<Value> {
-    server
-        .open_games(product)
-        .await
-        .into_iter()
-        .find(|g| g["game_id"] == game)
-}
 
 async fn create(server: &Server, product: &str, user: &str) -> String {
     let (s, game) = server.create(product, user).await;

@@ -545,3 +545,26 @@ pub async fn ws_refused(server: &Server, query: &str, auth: Option<&str>) -> (u1
         Err(e) => panic!("the upgrade failed without an HTTP answer: {e}"),
     }
 }
+
+/// A fake game server and a server started against it.
+pub async fn setup() -> (FakeGameServer, Server) {
+    let fake = FakeGameServer::start().await;
+    let server = Server::start(&Options::new(&fake)).await;
+    (fake, server)
+}
+
+/// Asserts a contract error: status, code and a message.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+}
+
+/// The lobby listing of `game`, if it is listed.
+pub async fn listed(server: &Server, product: &str, game: &str) -> Option<Value> {
+    server
+        .open_games(product)
+        .await
+        .into_iter()
+        .find(|g| g["game_id"] == game)
+}
