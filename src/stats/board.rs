@@ -1,7 +1,8 @@
 //! The `stats` tree: leaderboards, their rank counts, and player stats.
 //!
 //! Per product a board keeps, all in the one tree:
-//! - `s<product>\0<user>` → the score (i64, big endian);
+//! - `p<product>\0<user>` → the player's record: score and stats counters
+//!   (postcard), so a game touches one record per player;
 //! - `r<product>\0<desc score><user>` → the board order (score descending,
 //!   then user id ascending), so the top N and any window are range scans;
 //! - `h<product>\0<desc score>` → how many players have that score;
@@ -11,13 +12,12 @@
 //! A rank is then 1 + the counts of higher scores (one key per distinct
 //! score above) + the bucket counts before the player's bucket at the same
 //! score + a scan of the player's own bucket, so it never reads the board.
-//! Player stats live at `p<product>\0<user>` as a postcard map of counters.
 //! The consumer's cursor is `c`; only the consumer writes this tree, in one
-//! batch per group of events.
+//! batch per group of events in which every touched key is written once.
 
 use std::collections::{BTreeMap, HashMap};
 
-use sled::IVec;
+use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 
@@ -52,10 +52,6 @@ fn bucket(user: &str) -> &[u8] {
     &user.as_bytes()[..user.len().min(BUCKET)]
 }
 
-fn score_key(product: &str, user: &str) -> Vec<u8> {
-    key(b's', product, &[user.as_bytes()])
-}
-
 fn order_key(product: &str, score: i64, user: &str) -> Vec<u8> {
     key(b'r', product, &[&desc(score), user.as_bytes()])
 }
@@ -68,7 +64,7 @@ fn bucket_count_key(product: &str, score: i64, user: &str) -> Vec<u8> {
     key(b'k', product, &[&desc(score), bucket(user)])
 }
 
-fn stats_key(product: &str, user: &str) -> Vec<u8> {
+fn player_key(product: &str, user: &str) -> Vec<u8> {
     key(b'p', product, &[user.as_bytes()])
 }
 
@@ -88,17 +84,29 @@ pub struct Entry {
 /// Player counters, by name.
 pub type Counters = BTreeMap<String, i64>;
 
+/// What the board knows of one player.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlayerRecord {
+    /// None until the player's first `game_over`.
+    pub score: Option<i64>,
+    pub counters: Counters,
+}
+
 /// Reads boards and stats straight from the tree.
 pub struct Boards<'a>(pub &'a sled::Tree);
 
 impl Boards<'_> {
+    /// A player's record (default when unknown).
+    pub fn player(&self, product: &str, user: &str) -> Result<PlayerRecord, StoreError> {
+        match self.0.get(player_key(product, user))? {
+            Some(v) => Ok(postcard::from_bytes(&v)?),
+            None => Ok(PlayerRecord::default()),
+        }
+    }
+
     /// A player's score.
     pub fn score(&self, product: &str, user: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .0
-            .get(score_key(product, user))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(i64::from_be_bytes))
+        Ok(self.player(product, user)?.score)
     }
 
     /// Sums the counts under `prefix` whose keys sort before `end`.
@@ -188,68 +196,52 @@ impl Boards<'_> {
 
     /// A player's counters (empty when none).
     pub fn stats(&self, product: &str, user: &str) -> Result<Counters, StoreError> {
-        match self.0.get(stats_key(product, user))? {
-            Some(v) => Ok(postcard::from_bytes(&v)?),
-            None => Ok(Counters::new()),
-        }
+        Ok(self.player(product, user)?.counters)
     }
 }
 
-/// The writes of one consumer batch: read-your-writes over the tree, then
-/// one atomic batch in which every touched key is written once.
+/// The changes of one consumer batch: player records are read once, changed
+/// in memory, and at commit each touched record, order entry and count is
+/// written once, with the cursor, in one atomic batch.
 pub struct Overlay<'a> {
     tree: &'a sled::Tree,
-    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Touched players by product and user: (score before the batch, record now).
+    players: HashMap<String, HashMap<String, (Option<i64>, PlayerRecord)>>,
 }
 
 impl<'a> Overlay<'a> {
     pub fn new(tree: &'a sled::Tree) -> Self {
         Overlay {
             tree,
-            writes: HashMap::new(),
+            players: HashMap::new(),
         }
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.writes.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self.tree.get(key)?.map(|v: IVec| v.to_vec())),
+    fn player(&mut self, product: &str, user: &str) -> Result<&mut PlayerRecord, StoreError> {
+        if !self.players.contains_key(product) {
+            self.players.insert(product.to_string(), HashMap::new());
         }
-    }
-
-    fn add_count(&mut self, key: Vec<u8>, delta: i64) -> Result<(), StoreError> {
-        let current = self.get(&key)?.map_or(0, |v| decode_u64(&v)) as i64;
-        let next = (current + delta).max(0) as u64;
-        let value = (next > 0).then(|| next.to_be_bytes().to_vec());
-        self.writes.insert(key, value);
-        Ok(())
+        let Some(board) = self.players.get_mut(product) else {
+            return Err(StoreError::Failed("overlay lost a board".into()));
+        };
+        if !board.contains_key(user) {
+            let record = Boards(self.tree).player(product, user)?;
+            board.insert(user.to_string(), (record.score, record));
+        }
+        match board.get_mut(user) {
+            Some((_, record)) => Ok(record),
+            None => Err(StoreError::Failed("overlay lost a player".into())),
+        }
     }
 
     /// A player's score in this batch's view.
-    pub fn score(&self, product: &str, user: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .get(&score_key(product, user))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(i64::from_be_bytes))
+    pub fn score(&mut self, product: &str, user: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.player(product, user)?.score)
     }
 
-    /// Sets a player's score, moving the order entry and the counts.
+    /// Sets a player's score.
     pub fn set_score(&mut self, product: &str, user: &str, score: i64) -> Result<(), StoreError> {
-        let old = self.score(product, user)?;
-        if old == Some(score) {
-            return Ok(());
-        }
-        if let Some(old) = old {
-            self.writes.insert(order_key(product, old, user), None);
-            self.add_count(score_count_key(product, old), -1)?;
-            self.add_count(bucket_count_key(product, old, user), -1)?;
-        }
-        self.writes
-            .insert(order_key(product, score, user), Some(Vec::new()));
-        self.add_count(score_count_key(product, score), 1)?;
-        self.add_count(bucket_count_key(product, score, user), 1)?;
-        self.writes
-            .insert(score_key(product, user), Some(score.to_be_bytes().to_vec()));
+        self.player(product, user)?.score = Some(score);
         Ok(())
     }
 
@@ -261,25 +253,52 @@ impl<'a> Overlay<'a> {
         counter: &str,
         delta: i64,
     ) -> Result<(), StoreError> {
-        let key = stats_key(product, user);
-        let mut counters: Counters = match self.get(&key)? {
-            Some(v) => postcard::from_bytes(&v)?,
-            None => Counters::new(),
-        };
-        let entry = counters.entry(counter.to_string()).or_insert(0);
-        *entry = entry.saturating_add(delta);
-        self.writes
-            .insert(key, Some(postcard::to_stdvec(&counters)?));
+        let counters = &mut self.player(product, user)?.counters;
+        match counters.get_mut(counter) {
+            Some(value) => *value = value.saturating_add(delta),
+            None => {
+                counters.insert(counter.to_string(), delta);
+            }
+        }
         Ok(())
     }
 
     /// Writes everything and the cursor in one atomic batch.
     pub fn commit(self, cursor: u64) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (key, value) in self.writes {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
+        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+        let touched = self.players.into_iter().flat_map(|(product, board)| {
+            board
+                .into_iter()
+                .map(move |(user, p)| (product.clone(), user, p))
+        });
+        for (product, user, (before, record)) in touched {
+            if before != record.score {
+                if let Some(old) = before {
+                    batch.remove(order_key(&product, old, &user));
+                    *counts.entry(score_count_key(&product, old)).or_default() -= 1;
+                    *counts
+                        .entry(bucket_count_key(&product, old, &user))
+                        .or_default() -= 1;
+                }
+                if let Some(new) = record.score {
+                    batch.insert(order_key(&product, new, &user), &[]);
+                    *counts.entry(score_count_key(&product, new)).or_default() += 1;
+                    *counts
+                        .entry(bucket_count_key(&product, new, &user))
+                        .or_default() += 1;
+                }
+            }
+            batch.insert(player_key(&product, &user), postcard::to_stdvec(&record)?);
+        }
+        for (key, delta) in counts {
+            if delta == 0 {
+                continue;
+            }
+            let current = self.tree.get(&key)?.map_or(0, |v| decode_u64(&v)) as i64;
+            match u64::try_from(current + delta) {
+                Ok(n) if n > 0 => batch.insert(key, &n.to_be_bytes()),
+                _ => batch.remove(key),
             }
         }
         batch.insert(CURSOR_KEY, &cursor.to_be_bytes());
