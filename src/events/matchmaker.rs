@@ -5,6 +5,7 @@
 //! so a crash can neither repeat nor skip an event. Times come from the
 //! log (append time), so re-running a batch gives the same result.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use sled::transaction::TransactionalTree;
 use super::consumer::Consumer;
 use super::ingest::text;
 use super::log::LoggedEvent;
-use crate::game::State;
+use crate::game::{Game, State};
 use crate::store::games::{self, cursor_key, decode_cursor};
 use crate::store::{Store, StoreError};
 
@@ -49,11 +50,17 @@ pub enum Effect {
     Ignored,
 }
 
-/// Applies one event inside the batch's transaction.
+/// Games a batch touched: id -> (as stored before the batch, as now).
+type Touched = HashMap<String, (Option<Game>, Option<Game>)>;
+
+type TxError = sled::transaction::ConflictableTransactionError<StoreError>;
+
+/// Applies one event to the batch's view of the games.
 fn apply_one(
     tx: &TransactionalTree,
+    touched: &mut Touched,
     event: &LoggedEvent,
-) -> Result<Effect, sled::transaction::ConflictableTransactionError<StoreError>> {
+) -> Result<Effect, TxError> {
     let Ok(e) = serde_json::from_str::<Event>(&event.json) else {
         return Ok(Effect::Ignored);
     };
@@ -68,11 +75,19 @@ fn apply_one(
     else {
         return Ok(Effect::Ignored);
     };
-    let Some(old) = games::get(tx, &game_id)?.filter(|g| g.product_id == product_id) else {
+    if !touched.contains_key(&game_id) {
+        let stored = games::get(tx, &game_id)?;
+        touched.insert(game_id.clone(), (stored.clone(), stored));
+    }
+    let Some((_, Some(current))) = touched.get_mut(&game_id) else {
         return Ok(Effect::Ignored);
     };
+    if current.product_id != product_id {
+        return Ok(Effect::Ignored);
+    }
     let now = event.ts_ms * 1000;
-    let mut game = old.clone();
+    let old_state = current.state;
+    let game = current;
     match kind.as_str() {
         "state_change" => {
             let Some(to) = text(e.new_state.as_ref()).as_deref().and_then(State::parse) else {
@@ -81,12 +96,13 @@ fn apply_one(
             if !game.move_to(to, event.id, now) {
                 return Ok(Effect::Ignored);
             }
-            games::put(tx, Some(&old), &game)?;
-            Ok(Effect::Moved(game_id, product_id, old.state, Some(to)))
+            Ok(Effect::Moved(game_id, product_id, old_state, Some(to)))
         }
         "game_removed" => {
-            games::delete(tx, &old)?;
-            Ok(Effect::Moved(game_id, product_id, old.state, None))
+            if let Some(entry) = touched.get_mut(&game_id) {
+                entry.1 = None;
+            }
+            Ok(Effect::Moved(game_id, product_id, old_state, None))
         }
         _ => {
             let Some(player) = text(e.player_id.as_ref()) else {
@@ -95,8 +111,7 @@ fn apply_one(
             if !game.disconnect(&player, event.id, now) {
                 return Ok(Effect::Ignored);
             }
-            games::put(tx, Some(&old), &game)?;
-            Ok(Effect::Reset(game_id, product_id, old.state))
+            Ok(Effect::Reset(game_id, product_id, old_state))
         }
     }
 }
@@ -127,8 +142,19 @@ impl Consumer for Matchmaker {
         };
         let effects = self.store.games.transaction(|tx| {
             let mut effects = Vec::with_capacity(events.len());
+            let mut touched = Touched::new();
             for event in events {
-                effects.push(apply_one(tx, event)?);
+                effects.push(apply_one(tx, &mut touched, event)?);
+            }
+            // Each game is written once, however many events it had.
+            for (before, now) in touched.values() {
+                match (before, now) {
+                    (Some(before), Some(now)) if before != now => {
+                        games::put(tx, Some(before), now)?
+                    }
+                    (Some(before), None) => games::delete(tx, before)?,
+                    _ => {}
+                }
             }
             tx.insert(cursor_key(NAME), &last.id.to_be_bytes())?;
             Ok(effects)
