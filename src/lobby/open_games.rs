@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde_json::Value;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -26,15 +26,13 @@ pub async fn handle(
     State(app): State<AppState>,
     Path(product_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     super::product(&app, &product_id)?;
     let lobby = &app.config.lobby;
     let count = uint_param(&query, "count")?
         .unwrap_or(lobby.default_page_size)
         .min(lobby.max_page_size);
     let page = uint_param(&query, "page")?.unwrap_or(0);
-    let games = app.store.open_games(&product_id, page, count)?;
-    Ok(Json(Value::Array(
-        games.iter().map(|g| g.partial_json()).collect(),
-    )))
+    let json = app.store.open_games(&product_id, page, count)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }

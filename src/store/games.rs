@@ -82,7 +82,11 @@ pub fn put(tx: &TransactionalTree, old: Option<&Game>, new: &Game) -> TxResult<(
         remove_indexes(tx, old)?;
     }
     if let (true, Some(listing)) = (new.is_listed(), new.listing) {
-        tx.insert(lobby_key(new, listing), &[])?;
+        // The listing form is kept in the index so the lobby is one scan.
+        tx.insert(
+            lobby_key(new, listing),
+            new.partial_json().to_string().into_bytes(),
+        )?;
     }
     tx.insert(state_key(new.state, new.state_since_us, &new.game_id), &[])?;
     tx.insert(
@@ -167,25 +171,31 @@ impl Store {
         Ok(())
     }
 
-    /// Listed games of a product, oldest listing first, one page.
+    /// Listed games of a product, oldest listing first, one page, as a JSON
+    /// array of their listing forms.
     pub fn open_games(
         &self,
         product_id: &str,
         page: u64,
         count: u64,
-    ) -> Result<Vec<Game>, StoreError> {
+    ) -> Result<String, StoreError> {
         let skip = usize::try_from(page.saturating_mul(count)).unwrap_or(usize::MAX);
         let take = usize::try_from(count).unwrap_or(usize::MAX);
-        let prefix = lobby_prefix(product_id);
-        let mut games = Vec::with_capacity(take.min(100));
-        for item in self.games.scan_prefix(&prefix).skip(skip).take(take) {
-            let (key, _) = item?;
-            let game_id = String::from_utf8_lossy(key.get(prefix.len() + 8..).unwrap_or_default());
-            if let Some(game) = self.game(&game_id)? {
-                games.push(game);
+        let mut json = String::from("[");
+        for item in self
+            .games
+            .scan_prefix(lobby_prefix(product_id))
+            .skip(skip)
+            .take(take)
+        {
+            let (_, listing) = item?;
+            if json.len() > 1 {
+                json.push(',');
             }
+            json.push_str(&String::from_utf8_lossy(&listing));
         }
-        Ok(games)
+        json.push(']');
+        Ok(json)
     }
 
     /// Ids of games in `state` whose clock started before `cutoff_us`,
@@ -275,13 +285,17 @@ mod tests {
         }
     }
 
-    fn list(store: &Store) -> Vec<String> {
-        store
-            .open_games("exrps", 0, 100)
-            .unwrap()
-            .into_iter()
-            .map(|g| g.game_id)
+    fn page(store: &Store, product: &str, page: u64, count: u64) -> Vec<String> {
+        let json = store.open_games(product, page, count).unwrap();
+        let games: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        games
+            .iter()
+            .map(|g| g["game_id"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    fn list(store: &Store) -> Vec<String> {
+        page(store, "exrps", 0, 100)
     }
 
     #[tokio::test]
@@ -302,8 +316,8 @@ mod tests {
             vec!["c", "a", "b"],
             "listing order, not id order"
         );
-        assert_eq!(store.open_games("exrps", 1, 2).unwrap().len(), 1);
-        assert!(store.open_games("other", 0, 10).unwrap().is_empty());
+        assert_eq!(page(&store, "exrps", 1, 2), vec!["b"]);
+        assert!(page(&store, "other", 0, 10).is_empty());
 
         let joined = store.reserve_seat("exrps", "a", "2").unwrap().unwrap();
         assert_eq!(joined.players, vec!["1", "2"]);
