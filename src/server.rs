@@ -170,6 +170,18 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// Drains the histograms' pending samples even when nobody scrapes, so
+/// they do not accumulate in memory.
+async fn metrics_upkeep(handle: PrometheusHandle, mut shutdown: shutdown::Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
 /// Seeds the games gauges from the store (once, at start).
 fn seed_game_gauges(store: &Store) {
     for game in store.all_games().flatten() {
@@ -216,6 +228,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             trigger.subscribe(),
         )),
     ];
+    if let Some(handle) = app.metrics.clone() {
+        tasks.push(tokio::spawn(metrics_upkeep(handle, trigger.subscribe())));
+    }
     drop(shutdown);
 
     println!("varcade listening on {local}");

@@ -159,6 +159,11 @@ impl Consumer for Matchmaker {
             tx.insert(cursor_key(NAME), &last.id.to_be_bytes())?;
             Ok(effects)
         })?;
+        let changed = effects.iter().filter_map(|effect| match effect {
+            Effect::Moved(game_id, ..) | Effect::Reset(game_id, ..) => Some(game_id.as_str()),
+            _ => None,
+        });
+        self.store.refresh_lobby(changed)?;
         let (mut applied, mut ignored) = (0, 0);
         for effect in effects {
             match effect {

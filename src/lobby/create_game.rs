@@ -48,7 +48,12 @@ pub async fn handle(
         target_game_server: product.game_socket_url.clone(),
         curation_failures: 0,
     };
-    let stored = match app.store.insert_game(&game) {
+    let record = game.clone();
+    let inserted = app
+        .store
+        .blocking(move |store| store.insert_game(&record))
+        .await;
+    let stored = match inserted {
         Ok(()) => app.store.flush().await,
         Err(e) => Err(e),
     };

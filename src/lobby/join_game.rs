@@ -44,7 +44,10 @@ pub async fn handle(
         )
         .await;
     if let Err(e) = joined {
-        app.store.release_seat(&game_id, &player.user_id)?;
+        let (game, user) = (game_id.clone(), player.user_id.clone());
+        app.store
+            .blocking(move |store| store.release_seat(&game, &user))
+            .await?;
         tracing::info!(%game_id, user = %player.user_id, error = %e, "join refused by the game server; seat released");
         return Err(e.into());
     }

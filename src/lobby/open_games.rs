@@ -33,6 +33,6 @@ pub async fn handle(
         .unwrap_or(lobby.default_page_size)
         .min(lobby.max_page_size);
     let page = uint_param(&query, "page")?.unwrap_or(0);
-    let json = app.store.open_games(&product_id, page, count)?;
+    let json = app.store.open_games(&product_id, page, count);
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }

@@ -111,6 +111,25 @@ fn remove_indexes(tx: &TransactionalTree, old: &Game) -> TxResult<()> {
     Ok(())
 }
 
+/// The listed games, read through the lobby index.
+pub fn listed(tree: &sled::Tree) -> impl Iterator<Item = Result<Game, StoreError>> + '_ {
+    tree.scan_prefix([LOBBY]).filter_map(move |item| {
+        let read = || -> Result<Option<Game>, StoreError> {
+            let (key, _) = item?;
+            // `l<product>\0<listing u64><game_id>`
+            let Some(zero) = key.iter().position(|b| *b == 0) else {
+                return Ok(None);
+            };
+            let game_id = String::from_utf8_lossy(key.get(zero + 9..).unwrap_or_default());
+            match tree.get(game_key(&game_id))? {
+                Some(bytes) => Ok(Some(postcard::from_bytes(&bytes)?)),
+                None => Ok(None),
+            }
+        };
+        read().transpose()
+    })
+}
+
 /// Why a seat could not be reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeatError {
@@ -130,6 +149,9 @@ impl Store {
     /// Stores a new game.
     pub fn insert_game(&self, game: &Game) -> Result<(), StoreError> {
         self.games.transaction(|tx| put(tx, None, game))?;
+        if game.is_listed() {
+            self.refresh_lobby([game.game_id.as_str()])?;
+        }
         Ok(())
     }
 
@@ -153,6 +175,9 @@ impl Store {
             put(tx, Some(&old), &game)?;
             Ok(Ok(game))
         })?;
+        if result.is_ok() {
+            self.refresh_lobby([game_id])?;
+        }
         Ok(result)
     }
 
@@ -168,34 +193,21 @@ impl Store {
             }
             Ok(())
         })?;
-        Ok(())
+        self.refresh_lobby([game_id])
     }
 
     /// Listed games of a product, oldest listing first, one page, as a JSON
     /// array of their listing forms.
-    pub fn open_games(
+    pub fn open_games(&self, product_id: &str, page: u64, count: u64) -> String {
+        self.lobby.page(product_id, page, count)
+    }
+
+    /// Brings the in-memory lobby up to date after games changed.
+    pub fn refresh_lobby<'a>(
         &self,
-        product_id: &str,
-        page: u64,
-        count: u64,
-    ) -> Result<String, StoreError> {
-        let skip = usize::try_from(page.saturating_mul(count)).unwrap_or(usize::MAX);
-        let take = usize::try_from(count).unwrap_or(usize::MAX);
-        let mut json = String::from("[");
-        for item in self
-            .games
-            .scan_prefix(lobby_prefix(product_id))
-            .skip(skip)
-            .take(take)
-        {
-            let (_, listing) = item?;
-            if json.len() > 1 {
-                json.push(',');
-            }
-            json.push_str(&String::from_utf8_lossy(&listing));
-        }
-        json.push(']');
-        Ok(json)
+        game_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        self.lobby.refresh(game_ids, |id| self.game(id))
     }
 
     /// Ids of games in `state` whose clock started before `cutoff_us`,
@@ -245,6 +257,9 @@ impl Store {
             }
             Ok(true)
         })?;
+        if done {
+            self.refresh_lobby([game_id])?;
+        }
         Ok(done)
     }
 
@@ -286,7 +301,7 @@ mod tests {
     }
 
     fn page(store: &Store, product: &str, page: u64, count: u64) -> Vec<String> {
-        let json = store.open_games(product, page, count).unwrap();
+        let json = store.open_games(product, page, count);
         let games: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
         games
             .iter()
@@ -310,6 +325,7 @@ mod tests {
                 .games
                 .transaction(|tx| put(tx, Some(&old), &g))
                 .unwrap();
+            store.refresh_lobby([id]).unwrap();
         }
         assert_eq!(
             list(&store),

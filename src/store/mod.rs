@@ -11,6 +11,7 @@
 
 pub mod commit;
 pub mod games;
+pub mod lobby;
 
 #[path = "../../migrations/mod.rs"]
 mod migrations;
@@ -62,6 +63,8 @@ pub struct Store {
     /// Leaderboards, player stats, stats cursor.
     pub stats: sled::Tree,
     pub meta: sled::Tree,
+    /// The lobby order in memory (see [`lobby`]).
+    pub lobby: lobby::LobbyCache,
     committer: commit::Handle,
     durable: watch::Receiver<u64>,
 }
@@ -83,7 +86,9 @@ impl Store {
         let stats = db.open_tree("stats")?;
         let meta = db.open_tree("meta")?;
         let (committer, durable) = commit::start(db.clone(), log.clone())?;
+        let lobby = lobby::LobbyCache::load(games::listed(&games))?;
         Ok(Arc::new(Store {
+            lobby,
             db,
             games,
             log,
@@ -145,6 +150,19 @@ impl Store {
     /// The layout version recorded in the database.
     pub fn layout_version(&self) -> Result<u32, StoreError> {
         read_layout(&self.meta)
+    }
+
+    /// Runs sled work on the blocking pool, so runtime threads never wait on
+    /// sled's write lock.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Failed(format!("store task: {e}")))?
     }
 
     /// Flushes synchronously (for shutdown).
