@@ -55,64 +55,104 @@ type Touched = HashMap<String, (Option<Game>, Option<Game>)>;
 
 type TxError = sled::transaction::ConflictableTransactionError<StoreError>;
 
+/// What an event asks of the matchmaker.
+#[derive(Debug, Clone, PartialEq)]
+enum Request {
+    /// `state_change`; `None` for a state name the machine does not know.
+    Move(Option<State>),
+    Remove,
+    Disconnect(String),
+}
+
+/// A matchmaker event, read before the transaction so that the store's
+/// write lock is not held while JSON is parsed.
+#[derive(Debug, Clone, PartialEq)]
+enum Parsed {
+    Apply {
+        id: u64,
+        now_us: u64,
+        game_id: String,
+        product_id: String,
+        request: Request,
+    },
+    /// Not a matchmaker event.
+    Skip,
+    /// A matchmaker event it cannot read.
+    Unreadable,
+}
+
+fn parse(event: &LoggedEvent) -> Parsed {
+    let Ok(e) = serde_json::from_str::<Event>(&event.json) else {
+        return Parsed::Unreadable;
+    };
+    let request = match text(Some(&e.kind)).as_deref() {
+        Some("state_change") => {
+            Request::Move(text(e.new_state.as_ref()).as_deref().and_then(State::parse))
+        }
+        Some("game_removed") => Request::Remove,
+        Some("player_disconnect") => match text(e.player_id.as_ref()) {
+            Some(player) => Request::Disconnect(player),
+            None => return Parsed::Unreadable,
+        },
+        _ => return Parsed::Skip,
+    };
+    match (text(e.game_id.as_ref()), text(e.product_id.as_ref())) {
+        (Some(game_id), Some(product_id)) => Parsed::Apply {
+            id: event.id,
+            now_us: event.ts_ms * 1000,
+            game_id,
+            product_id,
+            request,
+        },
+        _ => Parsed::Unreadable,
+    }
+}
+
 /// Applies one event to the batch's view of the games.
 fn apply_one(
     tx: &TransactionalTree,
     touched: &mut Touched,
-    event: &LoggedEvent,
+    event: &Parsed,
 ) -> Result<Effect, TxError> {
-    let Ok(e) = serde_json::from_str::<Event>(&event.json) else {
-        return Ok(Effect::Ignored);
-    };
-    let kind = text(Some(&e.kind)).unwrap_or_default();
-    if !matches!(
-        kind.as_str(),
-        "state_change" | "game_removed" | "player_disconnect"
-    ) {
-        return Ok(Effect::Skipped);
-    }
-    let (Some(game_id), Some(product_id)) = (text(e.game_id.as_ref()), text(e.product_id.as_ref()))
+    let Parsed::Apply {
+        id,
+        now_us,
+        game_id,
+        product_id,
+        request,
+    } = event
     else {
-        return Ok(Effect::Ignored);
+        return Ok(match event {
+            Parsed::Skip => Effect::Skipped,
+            _ => Effect::Ignored,
+        });
     };
-    if !touched.contains_key(&game_id) {
-        let stored = games::get(tx, &game_id)?;
+    if !touched.contains_key(game_id) {
+        let stored = games::get(tx, game_id)?;
         touched.insert(game_id.clone(), (stored.clone(), stored));
     }
-    let Some((_, Some(current))) = touched.get_mut(&game_id) else {
+    let Some((_, Some(game))) = touched.get_mut(game_id) else {
         return Ok(Effect::Ignored);
     };
-    if current.product_id != product_id {
+    if &game.product_id != product_id {
         return Ok(Effect::Ignored);
     }
-    let now = event.ts_ms * 1000;
-    let old_state = current.state;
-    let game = current;
-    match kind.as_str() {
-        "state_change" => {
-            let Some(to) = text(e.new_state.as_ref()).as_deref().and_then(State::parse) else {
-                return Ok(Effect::Ignored);
-            };
-            if !game.move_to(to, event.id, now) {
-                return Ok(Effect::Ignored);
-            }
-            Ok(Effect::Moved(game_id, product_id, old_state, Some(to)))
+    let from = game.state;
+    let (game_id, product_id) = (game_id.clone(), product_id.clone());
+    match request {
+        Request::Move(Some(to)) if game.move_to(*to, *id, *now_us) => {
+            Ok(Effect::Moved(game_id, product_id, from, Some(*to)))
         }
-        "game_removed" => {
+        Request::Disconnect(player) if game.disconnect(player, *id, *now_us) => {
+            Ok(Effect::Reset(game_id, product_id, from))
+        }
+        Request::Remove => {
             if let Some(entry) = touched.get_mut(&game_id) {
                 entry.1 = None;
             }
-            Ok(Effect::Moved(game_id, product_id, old_state, None))
+            Ok(Effect::Moved(game_id, product_id, from, None))
         }
-        _ => {
-            let Some(player) = text(e.player_id.as_ref()) else {
-                return Ok(Effect::Ignored);
-            };
-            if !game.disconnect(&player, event.id, now) {
-                return Ok(Effect::Ignored);
-            }
-            Ok(Effect::Reset(game_id, product_id, old_state))
-        }
+        _ => Ok(Effect::Ignored),
     }
 }
 
@@ -140,10 +180,18 @@ impl Consumer for Matchmaker {
         let Some(last) = events.last() else {
             return Ok(());
         };
+        let parsed: Vec<Parsed> = events.iter().map(parse).collect();
+        if parsed.iter().all(|p| *p == Parsed::Skip) {
+            // Nothing for the matchmaker: only the cursor moves.
+            self.store
+                .games
+                .insert(cursor_key(NAME), &last.id.to_be_bytes())?;
+            return Ok(());
+        }
         let effects = self.store.games.transaction(|tx| {
-            let mut effects = Vec::with_capacity(events.len());
+            let mut effects = Vec::with_capacity(parsed.len());
             let mut touched = Touched::new();
-            for event in events {
+            for event in &parsed {
                 effects.push(apply_one(tx, &mut touched, event)?);
             }
             // Each game is written once, however many events it had.
@@ -186,5 +234,62 @@ impl Consumer for Matchmaker {
         crate::metrics::consumer_events(NAME, "applied", applied);
         crate::metrics::consumer_events(NAME, "ignored", ignored);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> LoggedEvent {
+        LoggedEvent {
+            id: 7,
+            ts_ms: 2,
+            json: json.into(),
+        }
+    }
+
+    #[test]
+    fn events_are_read_before_the_transaction() {
+        let moved = parse(&event(
+            r#"{"product_id":"p","game_id":"g","type":"state_change","new_state":"in_progress"}"#,
+        ));
+        assert_eq!(
+            moved,
+            Parsed::Apply {
+                id: 7,
+                now_us: 2000,
+                game_id: "g".into(),
+                product_id: "p".into(),
+                request: Request::Move(Some(State::InProgress)),
+            }
+        );
+        let unknown_state = parse(&event(
+            r#"{"product_id":"p","game_id":"g","type":"state_change","new_state":"paused"}"#,
+        ));
+        assert!(matches!(
+            unknown_state,
+            Parsed::Apply {
+                request: Request::Move(None),
+                ..
+            }
+        ));
+        let left = parse(&event(
+            r#"{"product_id":"p","game_id":1,"type":"player_disconnect","player_id":23}"#,
+        ));
+        assert!(
+            matches!(left, Parsed::Apply { request: Request::Disconnect(ref p), .. } if p == "23")
+        );
+        assert_eq!(
+            parse(&event(
+                r#"{"product_id":"p","game_id":"g","type":"game_over"}"#
+            )),
+            Parsed::Skip
+        );
+        assert_eq!(
+            parse(&event(r#"{"product_id":"p","type":"game_removed"}"#)),
+            Parsed::Unreadable
+        );
+        assert_eq!(parse(&event("not json")), Parsed::Unreadable);
     }
 }
