@@ -1292,7 +1292,7 @@ fn populate_main(dir: &Path, players: u64, events: u64) -> Res<()> {
         let mut done = 0;
         while done < players && Instant::now() < deadline {
             let end = (done + 10_000).min(players);
-            let mut overlay = Overlay::new(&store.stats);
+            let mut overlay = Overlay::new(&store);
             for user in done..end {
                 let score = (1000.0 * rng.unit().powi(3)) as i64;
                 overlay
@@ -1320,7 +1320,7 @@ fn populate_main(dir: &Path, players: u64, events: u64) -> Res<()> {
             last_id = p.await.ctx("append")?.ctx("append")?.last_id;
         }
         let log_secs = started.elapsed().as_secs_f64();
-        Overlay::new(&store.stats).commit(last_id).ctx("stats cursor")?;
+        Overlay::new(&store).commit(last_id).ctx("stats cursor")?;
         store
             .games
             .insert(

@@ -294,7 +294,7 @@ fn populate(players: u64) -> Board {
     let mut done = 0;
     while done < players && Instant::now() < deadline {
         let end = (done + 10_000).min(players);
-        let mut overlay = Overlay::new(&bench.store.stats);
+        let mut overlay = Overlay::new(&bench.store);
         for user in done..end {
             let score = (1000.0 * rng.unit().powi(3)) as i64;
             overlay
@@ -328,17 +328,17 @@ fn board(c: &mut Criterion) {
 
     group.bench_function("top10", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store.stats);
+        let boards = Boards(&board.bench.store);
         b.iter(|| black_box(boards.window(PRODUCT, 0, 10).unwrap()))
     });
     group.bench_function("window_offset_500k", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store.stats);
+        let boards = Boards(&board.bench.store);
         b.iter(|| black_box(boards.window(PRODUCT, board.players / 2, 10).unwrap()))
     });
     group.bench_function("rank_random_player", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store.stats);
+        let boards = Boards(&board.bench.store);
         b.iter(|| {
             let user = rng.below(board.players).to_string();
             black_box(boards.rank(PRODUCT, &user).unwrap())
@@ -347,7 +347,7 @@ fn board(c: &mut Criterion) {
     // The most crowded bucket: score 0, user ids starting with "99".
     group.bench_function("rank_crowded_bucket", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store.stats);
+        let boards = Boards(&board.bench.store);
         let user = (0..board.players)
             .rev()
             .map(|u| u.to_string())
@@ -359,7 +359,7 @@ fn board(c: &mut Criterion) {
     group.bench_function("set_score_one_then_commit", |b| {
         let board = get();
         b.iter(|| {
-            let mut overlay = Overlay::new(&board.bench.store.stats);
+            let mut overlay = Overlay::new(&board.bench.store);
             let user = rng.below(board.players).to_string();
             let score = overlay.score(PRODUCT, &user).unwrap().unwrap_or(0) + 1;
             overlay.set_score(PRODUCT, &user, score).unwrap();
@@ -371,7 +371,7 @@ fn board(c: &mut Criterion) {
     group.bench_function("set_score_512_then_commit", |b| {
         let board = get();
         b.iter(|| {
-            let mut overlay = Overlay::new(&board.bench.store.stats);
+            let mut overlay = Overlay::new(&board.bench.store);
             for _ in 0..BATCH {
                 let user = rng.below(board.players).to_string();
                 let score = overlay.score(PRODUCT, &user).unwrap().unwrap_or(0) + 1;

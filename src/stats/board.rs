@@ -1,25 +1,28 @@
-//! The `stats` tree: leaderboards, their rank counts, and player stats.
+//! The `stats` tree: leaderboards and player stats, and the rank counts
+//! kept in memory beside it.
 //!
-//! Per product a board keeps, all in the one tree:
+//! Per product a board keeps in the tree:
 //! - `p<product>\0<user>` → the player's record: score and stats counters
 //!   (postcard), so a game touches one record per player;
 //! - `r<product>\0<desc score><user>` → the board order (score descending,
-//!   then user id ascending), so the top N and any window are range scans;
-//! - `h<product>\0<desc score>` → how many players have that score;
-//! - `k<product>\0<desc score><first two bytes of user>` → how many players
-//!   with that score fall in that user-id bucket.
+//!   then user id ascending), so the top N and any window are range scans.
 //!
-//! A rank is then 1 + the counts of higher scores (one key per distinct
-//! score above) + the bucket counts before the player's bucket at the same
-//! score + a scan of the player's own bucket, so it never reads the board.
+//! [`RankCounts`] holds, per product, how many players have each score and
+//! how many of those fall in each user-id bucket (the id's first two bytes).
+//! It is derived data: built from the order keys when the store opens and
+//! updated by the consumer after each commit, so it costs no writes. A rank
+//! is 1 + the counts of higher scores + the bucket counts before the
+//! player's bucket at the same score + a scan of the player's own bucket,
+//! and a window starts at its offset the same way: neither reads the board.
 //! The consumer's cursor is `c`; only the consumer writes this tree, in one
 //! batch per group of events in which every touched key is written once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// The stats consumer's cursor key.
 pub const CURSOR_KEY: &[u8] = b"c";
@@ -56,22 +59,8 @@ fn order_key(product: &str, score: i64, user: &str) -> Vec<u8> {
     key(b'r', product, &[&desc(score), user.as_bytes()])
 }
 
-fn score_count_key(product: &str, score: i64) -> Vec<u8> {
-    key(b'h', product, &[&desc(score)])
-}
-
-fn bucket_count_key(product: &str, score: i64, user: &str) -> Vec<u8> {
-    key(b'k', product, &[&desc(score), bucket(user)])
-}
-
 fn player_key(product: &str, user: &str) -> Vec<u8> {
     key(b'p', product, &[user.as_bytes()])
-}
-
-fn decode_u64(value: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(value)
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
 }
 
 /// One board entry.
@@ -92,13 +81,133 @@ pub struct PlayerRecord {
     pub counters: Counters,
 }
 
-/// Reads boards and stats straight from the tree.
-pub struct Boards<'a>(pub &'a sled::Tree);
+/// Players at one score: in all, and per user-id bucket.
+#[derive(Debug, Default)]
+struct ScoreCount {
+    total: u64,
+    buckets: BTreeMap<Vec<u8>, u64>,
+}
+
+/// Per product: score -> players at that score.
+type Counts = HashMap<String, BTreeMap<i64, ScoreCount>>;
+
+/// The rank counts of every board, in memory.
+#[derive(Debug, Default)]
+pub struct RankCounts(RwLock<Counts>);
+
+fn add(counts: &mut Counts, product: &str, score: i64, user: &str, delta: i64) {
+    let board = match counts.get_mut(product) {
+        Some(board) => board,
+        None => counts.entry(product.to_string()).or_default(),
+    };
+    let at = board.entry(score).or_default();
+    at.total = at.total.saturating_add_signed(delta);
+    let n = at.buckets.entry(bucket(user).to_vec()).or_default();
+    *n = n.saturating_add_signed(delta);
+    if *n == 0 {
+        at.buckets.remove(bucket(user));
+    }
+    if at.total == 0 {
+        board.remove(&score);
+    }
+}
+
+impl RankCounts {
+    /// Counts the order keys of every board in the `stats` tree.
+    pub fn load(tree: &sled::Tree) -> Result<Self, StoreError> {
+        let mut counts = Counts::new();
+        for item in tree.scan_prefix([b'r']) {
+            let (k, _) = item?;
+            let Some(zero) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let product = String::from_utf8_lossy(&k[1..zero]);
+            let rest = &k[zero + 1..];
+            if let (Some(score), Some(user)) = (undesc(rest), rest.get(8..)) {
+                add(
+                    &mut counts,
+                    &product,
+                    score,
+                    &String::from_utf8_lossy(user),
+                    1,
+                );
+            }
+        }
+        Ok(RankCounts(RwLock::new(counts)))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Counts> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records committed score changes: (product, user, before, after).
+    fn apply(&self, changes: &[(String, String, Option<i64>, Option<i64>)]) {
+        let mut counts = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (product, user, before, after) in changes {
+            if let Some(old) = before {
+                add(&mut counts, product, *old, user, -1);
+            }
+            if let Some(new) = after {
+                add(&mut counts, product, *new, user, 1);
+            }
+        }
+    }
+
+    /// Players ranked before `user` at `score`, by the counts alone:
+    /// (higher scores, earlier buckets at this score).
+    fn before(&self, product: &str, score: i64, user: &str) -> (u64, u64) {
+        let counts = self.read();
+        let Some(board) = counts.get(product) else {
+            return (0, 0);
+        };
+        let higher = board
+            .range(score.saturating_add(1)..)
+            .map(|(_, c)| c.total)
+            .sum();
+        let earlier = board.get(&score).map_or(0, |c| {
+            c.buckets
+                .range(..bucket(user).to_vec())
+                .map(|(_, n)| n)
+                .sum()
+        });
+        (higher, earlier)
+    }
+
+    /// Where the `offset`-th entry's bucket starts: (score, bucket, entries
+    /// of that bucket to skip); `None` past the end.
+    fn locate(&self, product: &str, offset: u64) -> Option<(i64, Vec<u8>, u64)> {
+        let counts = self.read();
+        let mut skip = offset;
+        for (score, at) in counts.get(product)?.iter().rev() {
+            if at.total <= skip {
+                skip -= at.total;
+                continue;
+            }
+            for (bucket, n) in &at.buckets {
+                if *n <= skip {
+                    skip -= n;
+                    continue;
+                }
+                return Some((*score, bucket.clone(), skip));
+            }
+            return None;
+        }
+        None
+    }
+}
+
+/// Reads boards and stats.
+pub struct Boards<'a>(pub &'a Store);
 
 impl Boards<'_> {
     /// A player's record (default when unknown).
     pub fn player(&self, product: &str, user: &str) -> Result<PlayerRecord, StoreError> {
-        match self.0.get(player_key(product, user))? {
+        match self.0.stats.get(player_key(product, user))? {
             Some(v) => Ok(postcard::from_bytes(&v)?),
             None => Ok(PlayerRecord::default()),
         }
@@ -109,28 +218,19 @@ impl Boards<'_> {
         Ok(self.player(product, user)?.score)
     }
 
-    /// Sums the counts under `prefix` whose keys sort before `end`.
-    fn count_before(&self, prefix: &[u8], end: &[u8]) -> Result<u64, StoreError> {
-        let mut total = 0;
-        for item in self.0.range(prefix.to_vec()..end.to_vec()) {
-            total += decode_u64(&item?.1);
-        }
-        Ok(total)
-    }
-
     /// A player's score and 1-based rank.
     pub fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StoreError> {
         let Some(score) = self.score(product, user)? else {
             return Ok(None);
         };
-        let higher =
-            self.count_before(&key(b'h', product, &[]), &score_count_key(product, score))?;
-        let same_score = key(b'k', product, &[&desc(score)]);
-        let earlier_buckets =
-            self.count_before(&same_score, &bucket_count_key(product, score, user))?;
+        let (higher, earlier_buckets) = self.0.ranks.before(product, score, user);
         let bucket_start = key(b'r', product, &[&desc(score), bucket(user)]);
         let mut in_bucket = 0;
-        for item in self.0.range(bucket_start..order_key(product, score, user)) {
+        for item in self
+            .0
+            .stats
+            .range(bucket_start..order_key(product, score, user))
+        {
             item?;
             in_bucket += 1;
         }
@@ -149,35 +249,13 @@ impl Boards<'_> {
         if count == 0 {
             return Ok(out);
         }
-        let mut skip = offset;
-        let mut start = key(b'r', product, &[]);
-        'found: for item in self.0.scan_prefix(key(b'h', product, &[])) {
-            let (k, v) = item?;
-            let n = decode_u64(&v);
-            if n <= skip {
-                skip -= n;
-                continue;
-            }
-            let score_bytes = &k[k.len() - 8..];
-            let buckets = key(b'k', product, &[score_bytes]);
-            for item in self.0.scan_prefix(&buckets) {
-                let (bk, bv) = item?;
-                let n = decode_u64(&bv);
-                if n <= skip {
-                    skip -= n;
-                    continue;
-                }
-                start = key(b'r', product, &[score_bytes, &bk[buckets.len()..]]);
-                break 'found;
-            }
+        let Some((score, bucket, skip)) = self.0.ranks.locate(product, offset) else {
             return Ok(out);
-        }
+        };
+        let start = key(b'r', product, &[&desc(score), &bucket]);
         let prefix = key(b'r', product, &[]);
-        if start == prefix && offset > 0 {
-            return Ok(out);
-        }
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        for item in self.0.range(start..).skip(skip).take(count) {
+        for item in self.0.stats.range(start..).skip(skip).take(count) {
             let (k, _) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -201,18 +279,18 @@ impl Boards<'_> {
 }
 
 /// The changes of one consumer batch: player records are read once, changed
-/// in memory, and at commit each touched record, order entry and count is
-/// written once, with the cursor, in one atomic batch.
+/// in memory, and at commit each touched record and order entry is written
+/// once, with the cursor, in one atomic batch; then the rank counts follow.
 pub struct Overlay<'a> {
-    tree: &'a sled::Tree,
+    store: &'a Store,
     /// Touched players by product and user: (score before the batch, record now).
     players: HashMap<String, HashMap<String, (Option<i64>, PlayerRecord)>>,
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(store: &'a Store) -> Self {
         Overlay {
-            tree,
+            store,
             players: HashMap::new(),
         }
     }
@@ -225,7 +303,7 @@ impl<'a> Overlay<'a> {
             return Err(StoreError::Failed("overlay lost a board".into()));
         };
         if !board.contains_key(user) {
-            let record = Boards(self.tree).player(product, user)?;
+            let record = Boards(self.store).player(product, user)?;
             board.insert(user.to_string(), (record.score, record));
         }
         match board.get_mut(user) {
@@ -263,46 +341,30 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// Writes everything and the cursor in one atomic batch.
+    /// Writes everything and the cursor in one atomic batch, then updates
+    /// the rank counts.
     pub fn commit(self, cursor: u64) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
-        let touched = self.players.into_iter().flat_map(|(product, board)| {
-            board
-                .into_iter()
-                .map(move |(user, p)| (product.clone(), user, p))
-        });
-        for (product, user, (before, record)) in touched {
-            if before != record.score {
-                if let Some(old) = before {
-                    batch.remove(order_key(&product, old, &user));
-                    *counts.entry(score_count_key(&product, old)).or_default() -= 1;
-                    *counts
-                        .entry(bucket_count_key(&product, old, &user))
-                        .or_default() -= 1;
+        let mut changes = Vec::new();
+        for (product, board) in self.players {
+            for (user, (before, record)) in board {
+                if before != record.score {
+                    if let Some(old) = before {
+                        batch.remove(order_key(&product, old, &user));
+                    }
+                    if let Some(new) = record.score {
+                        batch.insert(order_key(&product, new, &user), &[]);
+                    }
                 }
-                if let Some(new) = record.score {
-                    batch.insert(order_key(&product, new, &user), &[]);
-                    *counts.entry(score_count_key(&product, new)).or_default() += 1;
-                    *counts
-                        .entry(bucket_count_key(&product, new, &user))
-                        .or_default() += 1;
+                batch.insert(player_key(&product, &user), postcard::to_stdvec(&record)?);
+                if before != record.score {
+                    changes.push((product.clone(), user, before, record.score));
                 }
-            }
-            batch.insert(player_key(&product, &user), postcard::to_stdvec(&record)?);
-        }
-        for (key, delta) in counts {
-            if delta == 0 {
-                continue;
-            }
-            let current = self.tree.get(&key)?.map_or(0, |v| decode_u64(&v)) as i64;
-            match u64::try_from(current + delta) {
-                Ok(n) if n > 0 => batch.insert(key, &n.to_be_bytes()),
-                _ => batch.remove(key),
             }
         }
         batch.insert(CURSOR_KEY, &cursor.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        self.store.stats.apply_batch(batch)?;
+        self.store.ranks.apply(&changes);
         Ok(())
     }
 }
@@ -311,16 +373,12 @@ impl<'a> Overlay<'a> {
 mod tests {
     use super::*;
 
-    fn tree() -> sled::Tree {
-        sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("stats")
-            .unwrap()
+    fn tree() -> std::sync::Arc<Store> {
+        let dir = std::env::temp_dir().join(format!("varcade-board-{}", uuid::Uuid::new_v4()));
+        Store::open(&dir).unwrap()
     }
 
-    fn set(tree: &sled::Tree, scores: &[(&str, i64)]) {
+    fn set(tree: &Store, scores: &[(&str, i64)]) {
         let mut o = Overlay::new(tree);
         for (user, score) in scores {
             o.set_score("p", user, *score).unwrap();
@@ -382,6 +440,27 @@ mod tests {
                 assert_eq!(got, want, "offset {offset}");
             }
         }
+        type Row = (String, i64, u64, Vec<(Vec<u8>, u64)>);
+        let snapshot = |counts: &RankCounts| {
+            let counts = counts.read();
+            let mut all: Vec<Row> = counts
+                .iter()
+                .flat_map(|(p, board)| {
+                    board.iter().map(move |(score, at)| {
+                        let buckets = at.buckets.iter().map(|(b, n)| (b.clone(), *n)).collect();
+                        (p.clone(), *score, at.total, buckets)
+                    })
+                })
+                .collect();
+            all.sort();
+            all
+        };
+        let reloaded = RankCounts::load(&tree.stats).unwrap();
+        assert_eq!(
+            snapshot(&reloaded),
+            snapshot(&tree.ranks),
+            "rebuilt at open"
+        );
         assert_eq!(Boards(&tree).rank("p", "nobody").unwrap(), None);
         assert!(Boards(&tree).window("other", 0, 10).unwrap().is_empty());
     }
@@ -399,7 +478,7 @@ mod tests {
         assert_eq!(stats.get("losses"), Some(&0));
         assert!(Boards(&tree).stats("p", "2").unwrap().is_empty());
         assert_eq!(
-            tree.get(CURSOR_KEY).unwrap().unwrap().as_ref(),
+            tree.stats.get(CURSOR_KEY).unwrap().unwrap().as_ref(),
             9u64.to_be_bytes()
         );
     }

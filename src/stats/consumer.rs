@@ -123,7 +123,7 @@ impl Consumer for Stats {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let mut overlay = Overlay::new(&self.store.stats);
+        let mut overlay = Overlay::new(&self.store);
         let (mut applied, mut unreadable) = (0, 0);
         for event in events {
             match self.apply_one(&mut overlay, event)? {

@@ -45,11 +45,7 @@ async fn top_ten(
     Path(product_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     product(&app, &product_id)?;
-    Ok(entries(Boards(&app.store.stats).window(
-        &product_id,
-        0,
-        10,
-    )?))
+    Ok(entries(Boards(&app.store).window(&product_id, 0, 10)?))
 }
 
 /// `GET /leaderboards/{product_id}?offset=O&count=N`.
@@ -61,7 +57,7 @@ async fn window(
     product(&app, &product_id)?;
     let offset = uint_param(&query, "offset")?.unwrap_or(0);
     let count = uint_param(&query, "count")?.unwrap_or(10).min(MAX_WINDOW);
-    Ok(entries(Boards(&app.store.stats).window(
+    Ok(entries(Boards(&app.store).window(
         &product_id,
         offset,
         count as usize,
@@ -74,7 +70,7 @@ async fn player(
     Path((product_id, user_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     product(&app, &product_id)?;
-    match Boards(&app.store.stats).rank(&product_id, &user_id)? {
+    match Boards(&app.store).rank(&product_id, &user_id)? {
         Some((score, rank)) => Ok(Json(
             json!({"user_id": user_id, "score": score, "rank": rank}),
         )),
@@ -88,6 +84,6 @@ async fn player_stats(
     Path((product_id, user_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     product(&app, &product_id)?;
-    let counters = Boards(&app.store.stats).stats(&product_id, &user_id)?;
+    let counters = Boards(&app.store).stats(&product_id, &user_id)?;
     Ok(Json(json!(counters)))
 }

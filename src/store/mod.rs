@@ -65,6 +65,8 @@ pub struct Store {
     pub meta: sled::Tree,
     /// The lobby order in memory (see [`lobby`]).
     pub lobby: lobby::LobbyCache,
+    /// The leaderboards' rank counts in memory (see [`crate::stats::board`]).
+    pub ranks: crate::stats::board::RankCounts,
     committer: commit::Handle,
     durable: watch::Receiver<u64>,
 }
@@ -87,8 +89,10 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let (committer, durable) = commit::start(db.clone(), log.clone())?;
         let lobby = lobby::LobbyCache::load(games::listed(&games))?;
+        let ranks = crate::stats::board::RankCounts::load(&stats)?;
         Ok(Arc::new(Store {
             lobby,
+            ranks,
             db,
             games,
             log,
