@@ -374,8 +374,7 @@ mod tests {
     use super::*;
 
     fn tree() -> std::sync::Arc<Store> {
-        let dir = std::env::temp_dir().join(format!("varcade-board-{}", uuid::Uuid::new_v4()));
-        Store::open(&dir).unwrap()
+        Store::temporary()
     }
 
     fn set(tree: &Store, scores: &[(&str, i64)]) {

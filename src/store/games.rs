@@ -276,8 +276,7 @@ mod tests {
     use super::*;
 
     fn store() -> std::sync::Arc<Store> {
-        let dir = std::env::temp_dir().join(format!("varcade-games-{}", uuid::Uuid::new_v4()));
-        Store::open(&dir).unwrap()
+        Store::temporary()
     }
 
     fn game(id: &str) -> Game {

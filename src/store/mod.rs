@@ -77,8 +77,19 @@ impl Store {
     /// Opens (or creates) the database in `dir`, applies pending migrations
     /// and starts the committer thread.
     pub fn open(dir: &Path) -> Result<Arc<Store>, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
+        Store::open_with(sled::Config::new().path(dir), dir)
+    }
+
+    /// A store in a temporary directory that is removed when it closes.
+    #[cfg(test)]
+    pub(crate) fn temporary() -> Arc<Store> {
+        let dir = std::env::temp_dir().join(format!("varcade-unit-{}", uuid::Uuid::new_v4()));
+        Store::open_with(sled::Config::new().path(&dir).temporary(true), &dir)
+            .expect("open a temporary store")
+    }
+
+    fn open_with(config: sled::Config, dir: &Path) -> Result<Arc<Store>, StoreError> {
+        let db = config
             .cache_capacity(128 * 1024 * 1024)
             .flush_every_ms(Some(1000))
             .open()?;
