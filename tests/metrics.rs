@@ -87,9 +87,7 @@ async fn scrape(server: &Server) -> (String, HashMap<String, f64>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_after_a_burst_of_traffic() {
     let fake = FakeGameServer::start().await;
-    let mut options = Options::new(&fake);
-    options.expiry = (1, 600, 600, 600, 600);
-    options.curation_interval_ms = 100;
+    let options = Options::curating(&fake, (1, 600, 600, 600, 600));
     let server = Server::start(&options).await;
 
     // Lobby: 3 games created, one listed and joined, one create failure.
@@ -256,9 +254,7 @@ async fn metrics_after_a_burst_of_traffic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn games_reset_by_curation_are_counted() {
     let fake = FakeGameServer::start().await;
-    let mut options = Options::new(&fake);
-    options.expiry = (600, 1, 600, 600, 600);
-    options.curation_interval_ms = 100;
+    let options = Options::curating(&fake, (600, 1, 600, 600, 600));
     let server = Server::start(&options).await;
     let id = server.listed_game("exrps", "1").await;
     assert_eq!(server.join("exrps", &id, "2").await.0, 200);

@@ -53,9 +53,7 @@ fn calls_for(fake: &FakeGameServer, endpoint: &str, game: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn curation_deletes_an_expired_created_game() {
     let fake = FakeGameServer::start().await;
-    let mut options = Options::new(&fake);
-    options.expiry = (1, 600, 600, 600, 600);
-    options.curation_interval_ms = 100;
+    let options = Options::curating(&fake, (1, 600, 600, 600, 600));
     let server = Server::start(&options).await;
     let keep = server.listed_game("exrps", "1").await;
     let started = Instant::now();
@@ -90,9 +88,7 @@ async fn curation_deletes_an_expired_created_game() {
 #[tokio::test(flavor = "multi_thread")]
 async fn curation_resets_a_full_game_whose_joiner_never_connected() {
     let fake = FakeGameServer::start().await;
-    let mut options = Options::new(&fake);
-    options.expiry = (600, 1, 600, 600, 600);
-    options.curation_interval_ms = 100;
+    let options = Options::curating(&fake, (600, 1, 600, 600, 600));
     let server = Server::start(&options).await;
     let id = server.listed_game("exrps", "1").await;
     let (s, b) = server.join("exrps", &id, "2").await;

@@ -137,6 +137,15 @@ impl Options {
         }
     }
 
+    /// Options with these expiries (seconds per state) and curation every 100 ms.
+    pub fn curating(fake: &FakeGameServer, expiry: (u64, u64, u64, u64, u64)) -> Options {
+        Options {
+            expiry,
+            curation_interval_ms: 100,
+            ..Options::new(fake)
+        }
+    }
+
     fn toml(&self, data_dir: &std::path::Path) -> String {
         let (a, b, c, d, e) = self.expiry;
         format!(
