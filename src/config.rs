@@ -257,23 +257,29 @@ impl Config {
             if game.ingest_key.is_empty() {
                 return Err(invalid(key("ingest_key"), "must not be empty".into()));
             }
-            if !crate::stats::scoring::names().contains(&game.leaderboard.as_str()) {
+            if !crate::stats::scoring::REGISTRY
+                .names()
+                .contains(&game.leaderboard.as_str())
+            {
                 return Err(invalid(
                     key("leaderboard"),
                     format!(
                         "unknown leaderboard {:?} (known: {})",
                         game.leaderboard,
-                        crate::stats::scoring::names().join(", ")
+                        crate::stats::scoring::REGISTRY.names().join(", ")
                     ),
                 ));
             }
-            if !crate::stats::handlers::names().contains(&game.stats.as_str()) {
+            if !crate::stats::handlers::REGISTRY
+                .names()
+                .contains(&game.stats.as_str())
+            {
                 return Err(invalid(
                     key("stats"),
                     format!(
                         "unknown stats {:?} (known: {})",
                         game.stats,
-                        crate::stats::handlers::names().join(", ")
+                        crate::stats::handlers::REGISTRY.names().join(", ")
                     ),
                 ));
             }

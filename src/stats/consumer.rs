@@ -58,8 +58,8 @@ impl Stats {
                 Some((
                     p.product_id.clone(),
                     Rules {
-                        scoring: scoring::by_name(&p.leaderboard)?,
-                        handler: handlers::by_name(&p.stats)?,
+                        scoring: scoring::REGISTRY.make(&p.leaderboard)?,
+                        handler: handlers::REGISTRY.make(&p.stats)?,
                     },
                 ))
             })

@@ -5,6 +5,8 @@
 //! stores them. To add one, write a type implementing [`StatsHandler`] and
 //! add one line to [`REGISTRY`].
 
+use super::Registry;
+
 use serde_json::Value;
 
 use crate::events::ingest::text;
@@ -79,25 +81,10 @@ impl StatsHandler for Exrps {
 }
 
 /// Every handler by name: one line each.
-type Make = fn() -> Box<dyn StatsHandler>;
-
-const REGISTRY: &[(&str, Make)] = &[
+pub const REGISTRY: Registry<dyn StatsHandler> = Registry(&[
     ("default", || Box::new(Default)),
     ("exrps", || Box::new(Exrps)),
-];
-
-/// The registered names (checked when the config is loaded).
-pub fn names() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(n, _)| *n).collect()
-}
-
-/// The handler called `name`.
-pub fn by_name(name: &str) -> Option<Box<dyn StatsHandler>> {
-    REGISTRY
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, make)| make())
-}
+]);
 
 #[cfg(test)]
 mod tests {
@@ -106,7 +93,7 @@ mod tests {
 
     #[test]
     fn registered_names() {
-        assert_eq!(names(), ["default", "exrps"]);
+        assert_eq!(REGISTRY.names(), ["default", "exrps"]);
     }
 
     #[test]

@@ -19,6 +19,27 @@ use crate::lobby::{product, uint_param};
 use crate::server::AppState;
 use board::{Boards, Entry};
 
+/// One registered implementation: its config name and its constructor.
+pub type Registered<T> = (&'static str, fn() -> Box<T>);
+
+/// Implementations chosen by name in the config.
+pub struct Registry<T: ?Sized + 'static>(pub &'static [Registered<T>]);
+
+impl<T: ?Sized> Registry<T> {
+    /// The registered names (checked when the config is loaded).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(name, _)| *name).collect()
+    }
+
+    /// A new instance of the implementation called `name`.
+    pub fn make(&self, name: &str) -> Option<Box<T>> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, make)| make())
+    }
+}
+
 /// Most entries one window returns.
 pub const MAX_WINDOW: u64 = 100;
 

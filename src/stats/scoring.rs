@@ -4,6 +4,8 @@
 //! rule, write one type implementing [`Scoring`] and add one line to
 //! [`REGISTRY`].
 
+use super::Registry;
+
 /// How a finished game changes the two players' scores.
 pub trait Scoring: Send + Sync {
     /// The score of a player before their first game.
@@ -46,22 +48,8 @@ impl Scoring for Elo {
 }
 
 /// Every scoring rule by name: one line each.
-type Make = fn() -> Box<dyn Scoring>;
-
-const REGISTRY: &[(&str, Make)] = &[("wins", || Box::new(Wins)), ("elo", || Box::new(Elo))];
-
-/// The registered names (checked when the config is loaded).
-pub fn names() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(n, _)| *n).collect()
-}
-
-/// The scoring rule called `name`.
-pub fn by_name(name: &str) -> Option<Box<dyn Scoring>> {
-    REGISTRY
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, make)| make())
-}
+pub const REGISTRY: Registry<dyn Scoring> =
+    Registry(&[("wins", || Box::new(Wins)), ("elo", || Box::new(Elo))]);
 
 #[cfg(test)]
 mod tests {
@@ -69,8 +57,8 @@ mod tests {
 
     #[test]
     fn registered_names() {
-        assert_eq!(names(), ["wins", "elo"]);
-        assert!(by_name("chess").is_none());
+        assert_eq!(REGISTRY.names(), ["wins", "elo"]);
+        assert!(REGISTRY.make("chess").is_none());
     }
 
     #[test]
