@@ -103,7 +103,7 @@ struct Committer {
 
 type Reply = (
     oneshot::Sender<Result<Appended, StoreError>>,
-    Appended,
+    Result<Appended, StoreError>,
     Instant,
 );
 
@@ -133,7 +133,7 @@ impl Committer {
                 }
                 for (reply, appended, received) in replies {
                     crate::metrics::ack_latency(received.elapsed());
-                    let _ = reply.send(Ok(appended));
+                    let _ = reply.send(appended);
                 }
                 for reply in flushes {
                     let _ = reply.send(Ok(()));
@@ -156,6 +156,7 @@ impl Committer {
     }
 
     /// Adds one frame to the batch (or recognises a duplicate envelope).
+    /// An error rejects this frame only; the rest of the group goes on.
     fn stage(
         &mut self,
         batch: &mut sled::Batch,
@@ -163,34 +164,28 @@ impl Committer {
         producer: Option<(String, u64)>,
         ts_ms: u64,
         frames: &mut usize,
-    ) -> Appended {
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::Failed(
+                "an empty frame cannot be appended".into(),
+            ));
+        }
         if let Some((name, seq)) = &producer {
-            let stored = self.producer(name);
-            if *seq <= stored.0 {
-                return Appended {
-                    first_id: stored.1,
-                    last_id: stored.1,
+            let (stored_seq, stored_last) = self.producer(name)?;
+            if *seq <= stored_seq {
+                return Ok(Appended {
+                    first_id: stored_last,
+                    last_id: stored_last,
                     count: 0,
                     duplicate: true,
-                };
+                });
             }
         }
         let count = events.len() as u64;
         let first_id = self.next_id;
         let last_id = first_id + count - 1;
-        let frame = StoredFrame { ts_ms, events };
-        match postcard::to_stdvec(&frame) {
-            Ok(bytes) => batch.insert(&log::frame_key(first_id), bytes),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode frame");
-                return Appended {
-                    first_id,
-                    last_id: first_id.saturating_sub(1),
-                    count: 0,
-                    duplicate: false,
-                };
-            }
-        }
+        let bytes = postcard::to_stdvec(&StoredFrame { ts_ms, events })?;
+        batch.insert(&log::frame_key(first_id), bytes);
         self.next_id = last_id + 1;
         batch.insert(log::NEXT_ID_KEY, &self.next_id.to_be_bytes());
         if let Some((name, seq)) = producer {
@@ -201,27 +196,26 @@ impl Committer {
             self.producers.insert(name, (seq, last_id));
         }
         *frames += 1;
-        Appended {
+        Ok(Appended {
             first_id,
             last_id,
             count,
             duplicate: false,
-        }
+        })
     }
 
-    fn producer(&mut self, name: &str) -> (u64, u64) {
+    /// A producer's highest seq and last id (cached after the first read).
+    fn producer(&mut self, name: &str) -> Result<(u64, u64), StoreError> {
         if let Some(p) = self.producers.get(name) {
-            return *p;
+            return Ok(*p);
         }
         let stored = self
             .tree
-            .get(log::producer_key(name))
-            .ok()
-            .flatten()
+            .get(log::producer_key(name))?
             .and_then(|v| log::decode_producer(&v))
             .unwrap_or((0, 0));
         self.producers.insert(name.to_string(), stored);
-        stored
+        Ok(stored)
     }
 
     fn write(&self, batch: sled::Batch, has_frames: bool) -> Result<(), StoreError> {

@@ -241,6 +241,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appends_get_consecutive_ids_and_envelopes_are_deduplicated() {
+        let store = Store::temporary();
+        let ev = || vec!["{}".to_string(), "{}".to_string()];
+        assert!(store.append(Vec::new(), None).await.is_err(), "empty frame");
+        let first = store.append(ev(), Some(("p".into(), 1))).await.unwrap();
+        assert_eq!((first.first_id, first.last_id, first.count), (1, 2, 2));
+        let again = store.append(ev(), Some(("p".into(), 1))).await.unwrap();
+        assert!(again.duplicate && again.count == 0 && again.last_id == 2);
+        let next = store.append(ev(), None).await.unwrap();
+        assert_eq!((next.first_id, next.last_id), (3, 4));
+        assert_eq!(store.durable_id(), 4);
+    }
+
+    #[tokio::test]
     async fn migrations_are_recorded_and_newer_layouts_refused() {
         let dir = temp_dir("migrate");
         {
