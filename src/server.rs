@@ -157,16 +157,13 @@ async fn metrics(State(app): State<AppState>) -> Response {
 async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let path = request.uri().path().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    crate::metrics::http_request(method.as_str(), &route, status, started.elapsed());
-    tracing::debug!(%method, %path, status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let template = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    crate::metrics::http_request(method.as_str(), template, status, started.elapsed());
+    tracing::debug!(%method, path = uri.path(), status, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
 }
 
