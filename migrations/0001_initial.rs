@@ -9,7 +9,7 @@
 //! - `stats`: leaderboards, player stats and the stats consumer's cursor.
 //! - `meta`: the layout version and the applied migrations.
 
-pub fn apply(db: &sled::Db) -> sled::Result<()> {
+pub fn apply(db: &::sled::Db) -> ::sled::Result<()> {
     for tree in ["games", "log", "stats", "meta"] {
         db.open_tree(tree)?;
     }

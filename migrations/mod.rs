@@ -9,17 +9,26 @@
 
 #[path = "0001_initial.rs"]
 mod m0001_initial;
+#[path = "0002_indexes_in_memory.rs"]
+mod m0002_indexes_in_memory;
 
 /// One numbered upgrade of the layout.
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub apply: fn(&sled::Db) -> sled::Result<()>,
+    pub apply: fn(&::sled::Db) -> ::sled::Result<()>,
 }
 
 /// Every migration, in order. The last version is the layout this build writes.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    apply: m0001_initial::apply,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        apply: m0001_initial::apply,
+    },
+    Migration {
+        version: 2,
+        name: "indexes_in_memory",
+        apply: m0002_indexes_in_memory::apply,
+    },
+];

@@ -1,17 +1,12 @@
 //! varcade: the Varcade Games backend (matchmaker and stats tracker) as one
-//! self-contained service on sled. See README.md and API.md.
+//! self-contained service. See README.md ("Layout") for the layers:
+//! `domain` ← `app` (use cases, storage ports) ← `storage`, `http`;
+//! `infra` is used by all; `service` wires them together.
 
-pub mod auth;
-pub mod config;
-pub mod curation;
-pub mod error;
-pub mod events;
+pub mod app;
+pub mod domain;
 pub mod fake_game_server;
-pub mod game;
-pub mod gameserver;
-pub mod lobby;
-pub mod metrics;
-pub mod server;
-pub mod shutdown;
-pub mod stats;
-pub mod store;
+pub mod http;
+pub mod infra;
+pub mod service;
+pub mod storage;

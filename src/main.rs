@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use varcade::config::{Config, Overrides};
+use varcade::infra::config::{Config, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
                 data_dir,
                 bind,
             };
-            let config = match Config::load(&flags) {
+            let config = match Config::load(&flags, &varcade::app::known_names()) {
                 Ok(config) => config,
                 Err(e) => return fail(e),
             };
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(e),
             };
-            match rt.block_on(varcade::server::serve(config)) {
+            match rt.block_on(varcade::service::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -120,11 +120,11 @@ fn main() -> ExitCode {
                 config,
                 ..Overrides::default()
             };
-            match Config::load(&flags) {
+            match Config::load(&flags, &varcade::app::known_names()) {
                 Ok(config) => {
                     println!(
                         "{}",
-                        varcade::auth::mint_token(&config.jwt_secret, &user_id, &username, ttl)
+                        varcade::infra::jwt::mint_token(&config.jwt_secret, &user_id, &username, ttl)
                     );
                     ExitCode::SUCCESS
                 }

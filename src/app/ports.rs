@@ -1,0 +1,287 @@
+//! The storage ports: what the use cases need from a backend, at the level
+//! of games, the event log and boards (not keys and values).
+//!
+//! A backend implements [`Storage`]. Every write method returns once its
+//! effect is durable; a failed commit answers [`StorageError::Unavailable`]
+//! and the backend acknowledges nothing after it. The ports do not assume a
+//! single process: event ids come from the backend, a consumer's effects and
+//! its cursor are one atomic write, and consumers and curation run under a
+//! lease the backend grants ([`Storage::hold_lease`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
+use crate::domain::scoring::Scoring;
+
+/// Why the backend could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The write queue is full: try again shortly (HTTP 503 `overloaded`).
+    #[error("the service is overloaded; retry shortly")]
+    Overloaded,
+    /// A commit failed; nothing more is acknowledged until a restart
+    /// (HTTP 503 `storage_unavailable`).
+    #[error("the database cannot be written: {0}")]
+    Unavailable(String),
+    /// Anything else (HTTP 500 `internal`).
+    #[error("storage: {0}")]
+    Failed(String),
+}
+
+/// The outcome of a seat reservation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeatOutcome {
+    /// The seat is durably reserved; the game as it is now.
+    Reserved(Game),
+    /// No such game (or not of this product).
+    NotFound,
+    /// The game refused the player.
+    Refused(JoinRefusal),
+}
+
+/// A frame of events to append (each event's JSON text, as sent).
+#[derive(Debug, Clone)]
+pub struct NewFrame {
+    pub events: Vec<String>,
+    /// An idempotent producer's name and seq.
+    pub producer: Option<(String, u64)>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// First id of the frame (for a duplicate: the stored last id).
+    pub first_id: u64,
+    pub last_id: u64,
+    /// Events appended (0 for a duplicate).
+    pub count: u64,
+    pub duplicate: bool,
+}
+
+/// An append that is queued and resolves once durable (for pipelining).
+pub struct PendingAppend(pub oneshot::Receiver<Result<Appended, StorageError>>);
+
+impl PendingAppend {
+    /// Waits until the frame is durable (or failed).
+    pub async fn wait(self) -> Result<Appended, StorageError> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(StorageError::Unavailable("the writer has stopped".into())))
+    }
+}
+
+/// One event read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub id: u64,
+    /// Append time, Unix milliseconds.
+    pub ts_ms: u64,
+    pub json: String,
+}
+
+/// The consumers of the log, each with its own cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConsumerName {
+    Matchmaker,
+    Stats,
+}
+
+impl ConsumerName {
+    /// Every consumer.
+    pub const ALL: [ConsumerName; 2] = [ConsumerName::Matchmaker, ConsumerName::Stats];
+
+    /// The name in logs, metrics and `/admin/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerName::Matchmaker => "matchmaker",
+            ConsumerName::Stats => "stats",
+        }
+    }
+}
+
+/// A matchmaker batch: events in log order, applied with the cursor.
+#[derive(Debug, Clone)]
+pub struct MatchmakerBatch {
+    /// (event id, append time µs, game id, product id, event).
+    pub events: Vec<(u64, u64, String, String, GameEvent)>,
+    /// The id of the batch's last event (the new cursor).
+    pub cursor: u64,
+}
+
+/// What a matchmaker event did to a game.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub game_id: String,
+    pub product_id: String,
+    pub effect: Effect,
+}
+
+/// A change the stats tracker makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsChange {
+    /// A finished game: both players' scores move by the product's rule.
+    GameOver {
+        product: String,
+        winner: String,
+        loser: String,
+    },
+    /// A player counter moves by `delta`.
+    Count {
+        product: String,
+        user: String,
+        counter: &'static str,
+        delta: i64,
+    },
+}
+
+/// Each product's scoring rule.
+pub type ScoringRules = Arc<BTreeMap<String, Box<dyn Scoring>>>;
+
+/// A stats batch: changes in log order, applied with the cursor.
+pub struct StatsBatch {
+    pub changes: Vec<StatsChange>,
+    pub scoring: ScoringRules,
+    /// The id of the batch's last event (the new cursor).
+    pub cursor: u64,
+}
+
+/// One board entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub user_id: String,
+    pub score: i64,
+}
+
+/// Player counters, by name.
+pub type Counters = BTreeMap<String, i64>;
+
+/// What the backend says about itself (`/admin/status`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageStatus {
+    /// `None` while writes succeed; why they stopped otherwise.
+    pub failure: Option<String>,
+    pub layout_version: u32,
+    pub size_on_disk: u64,
+}
+
+/// Games: the lobby's and curation's view of the matchmaker's state.
+#[async_trait]
+pub trait GameStore: Send + Sync + 'static {
+    /// Stores a new game. Refuses with [`StorageError::Overloaded`] when
+    /// the write queue is full (an HTTP write).
+    async fn insert_game(&self, game: Game) -> Result<(), StorageError>;
+
+    /// Reserves a seat atomically: of concurrent callers for the last seat
+    /// exactly one succeeds. Refuses with `Overloaded` when the queue is full.
+    async fn reserve_seat(
+        &self,
+        product_id: &str,
+        game_id: &str,
+        user_id: &str,
+        now_us: u64,
+    ) -> Result<SeatOutcome, StorageError>;
+
+    /// Gives back a seat taken by [`GameStore::reserve_seat`]; waits for
+    /// room in the queue (it must happen). `false` if it was not held.
+    async fn release_seat(
+        &self,
+        game_id: &str,
+        user_id: &str,
+        now_us: u64,
+    ) -> Result<bool, StorageError>;
+
+    /// One page of a product's listed games, oldest listing first, as a JSON
+    /// array of their listing forms; only durable state is shown.
+    fn open_games(&self, product_id: &str, page: u64, count: u64) -> String;
+
+    /// Games in `state` since before `cutoff_us`, oldest first.
+    async fn expired(
+        &self,
+        state: State,
+        cutoff_us: u64,
+        limit: usize,
+    ) -> Result<Vec<Game>, StorageError>;
+
+    /// Applies a curation change if the game is still in `state` since
+    /// `since_us`; `false` when it changed meanwhile or is gone.
+    async fn curate(
+        &self,
+        game_id: &str,
+        state: State,
+        since_us: u64,
+        change: CurationChange,
+        now_us: u64,
+    ) -> Result<bool, StorageError>;
+
+    /// Applies a matchmaker batch and moves its cursor, atomically. A batch
+    /// at or below the stored cursor is not applied again.
+    async fn apply_matchmaker(&self, batch: MatchmakerBatch)
+    -> Result<Vec<Applied>, StorageError>;
+
+    /// How many games each (product, state) has.
+    async fn game_counts(&self) -> Result<Vec<(String, State, u64)>, StorageError>;
+}
+
+/// The event log.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Queues a frame, waiting while the write queue is full (backpressure);
+    /// the returned append resolves once the frame is durable. Ids are
+    /// consecutive within a frame and increase in commit order.
+    async fn submit(&self, frame: NewFrame) -> Result<PendingAppend, StorageError>;
+
+    /// Up to `limit` durable events with ids greater than `after`, ascending.
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<LoggedEvent>, StorageError>;
+
+    /// The id of the last durable event, as it grows.
+    fn durable(&self) -> watch::Receiver<u64>;
+
+    /// A consumer's cursor: the id of the last event it applied.
+    async fn cursor(&self, consumer: ConsumerName) -> Result<u64, StorageError>;
+
+    /// Drops events at or below `upto` appended before `before_ms`;
+    /// returns how many were dropped.
+    async fn drop_before(&self, upto: u64, before_ms: u64) -> Result<u64, StorageError>;
+}
+
+/// Leaderboards and player stats.
+#[async_trait]
+pub trait Boards: Send + Sync + 'static {
+    /// Applies a stats batch and moves the stats cursor, atomically. A batch
+    /// at or below the stored cursor is not applied again.
+    async fn apply_stats(&self, batch: StatsBatch) -> Result<(), StorageError>;
+
+    /// `count` entries from position `offset` (0-based), best first.
+    async fn window(
+        &self,
+        product: &str,
+        offset: u64,
+        count: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// A player's score and 1-based rank.
+    async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError>;
+
+    /// A player's counters (empty when none).
+    async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError>;
+}
+
+/// A whole backend.
+#[async_trait]
+pub trait Storage: GameStore + EventLog + Boards {
+    /// Whether writes succeed, the layout version, the size on disk.
+    fn status(&self) -> StorageStatus;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; `false`
+    /// while another holder has it.
+    async fn hold_lease(&self, name: &str, holder: &str, ttl: Duration)
+    -> Result<bool, StorageError>;
+
+    /// Makes everything durable and stops accepting writes.
+    async fn close(&self) -> Result<(), StorageError>;
+}

@@ -1,0 +1,63 @@
+//! The lobby routes (API.md "Lobby"): thin handlers over the app's use
+//! cases. A join or create keeps going if the client disconnects.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::uint_param;
+use crate::infra::jwt::Player;
+
+/// The lobby routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/game_lobby/{product_id}/create_game", post(create_game))
+        .route(
+            "/game_lobby/{product_id}/join_game/{game_id}",
+            post(join_game),
+        )
+        .route("/game_lobby/{product_id}/open_games", get(open_games))
+}
+
+async fn create_game(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+    player: Player,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    body?;
+    let game = state.app.create_game(&product_id, player).await?;
+    Ok(Json(game.full_json()))
+}
+
+async fn join_game(
+    State(state): State<AppState>,
+    Path((product_id, game_id)): Path<(String, String)>,
+    player: Player,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    body?;
+    let game = state.app.join_game(&product_id, &game_id, player).await?;
+    Ok(Json(game.full_json()))
+}
+
+async fn open_games(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    state.app.product(&product_id)?;
+    let count = uint_param(&query, "count")?;
+    let page = uint_param(&query, "page")?;
+    let json = state.app.open_games(&product_id, count, page)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}

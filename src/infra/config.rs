@@ -1,0 +1,403 @@
+//! Configuration: built-in defaults, the TOML file, environment variables and
+//! command-line flags, in that order of precedence (API.md "Start").
+//!
+//! Everything is validated here, once, so the rest of the service can trust
+//! the values: an unknown key, a wrong type or an unknown scoring name is a
+//! [`ConfigError`] that names the file and the key.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "data/varcade.toml";
+
+/// A configuration problem, reported as one line before exiting with code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub jwt_secret: String,
+    pub admin_key: Option<String>,
+    pub game_server_timeout_ms: u64,
+    /// How long events that every consumer has applied are kept (seconds).
+    pub event_retention_secs: u64,
+    /// Open connections (HTTP and WebSocket) beyond which new ones are closed.
+    pub max_connections: usize,
+    /// Writes queued for the storage writer beyond which HTTP writes answer
+    /// 503 `overloaded` and ingest waits.
+    pub max_pending_writes: usize,
+    pub lobby: LobbyConfig,
+    pub expiry: ExpiryConfig,
+    pub games: Vec<ProductConfig>,
+}
+
+/// Page sizes of `open_games`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LobbyConfig {
+    pub default_page_size: u64,
+    pub max_page_size: u64,
+}
+
+/// Seconds a game may stay in each state, and how often curation runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpiryConfig {
+    pub created: u64,
+    pub creator_joined: u64,
+    pub all_players_joined: u64,
+    pub in_progress: u64,
+    pub ended: u64,
+    pub curation_interval_ms: u64,
+}
+
+/// One game (product) the arcade hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductConfig {
+    pub product_id: String,
+    pub game_server_url: String,
+    pub game_socket_url: String,
+    pub ingest_key: String,
+    #[serde(default = "default_leaderboard")]
+    pub leaderboard: String,
+    #[serde(default = "default_stats")]
+    pub stats: String,
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+fn default_leaderboard() -> String {
+    "wins".into()
+}
+
+fn default_stats() -> String {
+    "default".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:5050".into(),
+            data_dir: PathBuf::from("data/db"),
+            jwt_secret: "change-me".into(),
+            admin_key: None,
+            game_server_timeout_ms: 5000,
+            event_retention_secs: 7 * 24 * 3600,
+            max_connections: 10_000,
+            max_pending_writes: 4096,
+            lobby: LobbyConfig::default(),
+            expiry: ExpiryConfig::default(),
+            games: vec![ProductConfig {
+                product_id: "exrps".into(),
+                game_server_url: "http://127.0.0.1:8080".into(),
+                game_socket_url: "127.0.0.1:8085".into(),
+                ingest_key: "exrps-secret".into(),
+                leaderboard: "wins".into(),
+                stats: "exrps".into(),
+                settings: toml::Table::from_iter([("num_players".into(), toml::Value::Integer(2))]),
+            }],
+        }
+    }
+}
+
+impl Default for LobbyConfig {
+    fn default() -> Self {
+        LobbyConfig {
+            default_page_size: 10,
+            max_page_size: 25,
+        }
+    }
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        ExpiryConfig {
+            created: 60,
+            creator_joined: 60,
+            all_players_joined: 600,
+            in_progress: 1200,
+            ended: 300,
+            curation_interval_ms: 1000,
+        }
+    }
+}
+
+/// The names the config may choose from, known to the layers that
+/// implement them (config itself depends on none of them).
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// Scoring rules (`games[].leaderboard`).
+    pub leaderboards: Vec<&'static str>,
+    /// Stats handlers (`games[].stats`).
+    pub stats: Vec<&'static str>,
+}
+
+/// Overrides from the command line (highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file, then `VARCADE_*`
+    /// environment variables, then the flags; and validates the result.
+    pub fn load(flags: &Overrides, known: &Known) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (mut config, origin) = match &flags.config {
+            Some(path) => (Config::from_file(path)?, path.display().to_string()),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
+                Config::from_file(Path::new(DEFAULT_CONFIG_PATH))?,
+                DEFAULT_CONFIG_PATH.to_string(),
+            ),
+            None => (Config::default(), "defaults".to_string()),
+        };
+        if let Some(bind) = env("VARCADE_BIND") {
+            config.bind = bind;
+        }
+        if let Some(dir) = env("VARCADE_DATA_DIR") {
+            config.data_dir = dir.into();
+        }
+        if let Some(secret) = env("VARCADE_JWT_SECRET") {
+            config.jwt_secret = secret;
+        }
+        if let Some(bind) = &flags.bind {
+            config.bind = bind.clone();
+        }
+        if let Some(dir) = &flags.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate(&origin, known)?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file; unknown keys and wrong types are errors.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is one line.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let message = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let start = span.start.min(text.len());
+                    let line = text[..start].matches('\n').count() + 1;
+                    let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+                    format!("line {line} `{source}`: {message}")
+                }
+                None => message,
+            }
+        })
+    }
+
+    /// Checks values a type cannot express.
+    pub fn validate(&self, origin: &str, known: &Known) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        self.bind
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("bind".into(), format!("{:?}: {e}", self.bind)))?;
+        if self.jwt_secret.is_empty() {
+            return Err(invalid("jwt_secret".into(), "must not be empty".into()));
+        }
+        if self.lobby.max_page_size == 0 || self.lobby.default_page_size == 0 {
+            return Err(invalid(
+                "lobby".into(),
+                "page sizes must be at least 1".into(),
+            ));
+        }
+        if self.expiry.curation_interval_ms == 0 {
+            return Err(invalid(
+                "expiry.curation_interval_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid(
+                "max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.max_pending_writes == 0 {
+            return Err(invalid(
+                "max_pending_writes".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.game_server_timeout_ms == 0 {
+            return Err(invalid(
+                "game_server_timeout_ms".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, game) in self.games.iter().enumerate() {
+            let key = |k: &str| format!("games[{i}].{k}");
+            if game.product_id.is_empty() || !seen.insert(game.product_id.as_str()) {
+                return Err(invalid(
+                    key("product_id"),
+                    "must be non-empty and unique".into(),
+                ));
+            }
+            if !(game.game_server_url.starts_with("http://")
+                || game.game_server_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    key("game_server_url"),
+                    "must be an http(s) URL".into(),
+                ));
+            }
+            if game.ingest_key.is_empty() {
+                return Err(invalid(key("ingest_key"), "must not be empty".into()));
+            }
+            if !known.leaderboards.contains(&game.leaderboard.as_str()) {
+                return Err(invalid(
+                    key("leaderboard"),
+                    format!(
+                        "unknown leaderboard {:?} (known: {})",
+                        game.leaderboard,
+                        known.leaderboards.join(", ")
+                    ),
+                ));
+            }
+            if !known.stats.contains(&game.stats.as_str()) {
+                return Err(invalid(
+                    key("stats"),
+                    format!(
+                        "unknown stats {:?} (known: {})",
+                        game.stats,
+                        known.stats.join(", ")
+                    ),
+                ));
+            }
+            if let Some(n) = game.settings.get("num_players") {
+                match n.as_integer() {
+                    Some(n) if (1..=1000).contains(&n) => {}
+                    _ => {
+                        return Err(invalid(
+                            key("settings.num_players"),
+                            "must be an integer from 1 to 1000".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured products by id.
+    pub fn products(&self) -> HashMap<String, ProductConfig> {
+        self.games
+            .iter()
+            .map(|g| (g.product_id.clone(), g.clone()))
+            .collect()
+    }
+}
+
+impl ProductConfig {
+    /// The free-form settings as JSON, copied onto every game.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.settings).unwrap_or_else(|_| serde_json::json!({}))
+    }
+
+    /// Seats per game (`settings.num_players`, default 2).
+    pub fn num_players(&self) -> u32 {
+        self.settings
+            .get("num_players")
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Known {
+        Known {
+            leaderboards: vec!["wins", "elo"],
+            stats: vec!["default", "exrps"],
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate("defaults", &known()).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_at_any_level_is_an_error() {
+        assert!(
+            Config::from_toml("bnd = \"x\"")
+                .unwrap_err()
+                .contains("bnd")
+        );
+        let nested = "[lobby]\ndefault_page_sizes = 3\n";
+        let err = Config::from_toml(nested).unwrap_err();
+        assert!(err.contains("default_page_sizes"), "{err}");
+        assert!(err.starts_with("line 2"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err = Config::from_toml("game_server_timeout_ms = \"soon\"").unwrap_err();
+        assert!(err.contains("line 1 `game_server_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn unknown_scoring_is_named() {
+        let mut config = Config::default();
+        config.games[0].leaderboard = "chess".into();
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(err.contains("games[0].leaderboard"), "{err}");
+    }
+
+    #[test]
+    fn num_players_defaults_to_two() {
+        let mut product = Config::default().games.remove(0);
+        assert_eq!(product.num_players(), 2);
+        product
+            .settings
+            .insert("num_players".into(), toml::Value::Integer(4));
+        assert_eq!(product.num_players(), 4);
+        product.settings.clear();
+        assert_eq!(product.num_players(), 2);
+    }
+}

@@ -1,0 +1,155 @@
+//! The composition root: opens the backend, builds the use cases and the
+//! HTTP front end, runs the background tasks, and stops all of it within
+//! the contract's 10 seconds of a signal (API.md "Start").
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::ports::Storage;
+use crate::app::{App, consumer, curation, matchmaker, retention, stats};
+use crate::http::limits::CappedListener;
+use crate::http::{HttpState, router};
+use crate::infra::config::Config;
+use crate::infra::{metrics, shutdown};
+use crate::storage::sled::{OpenError, SledStorage};
+
+/// How long HTTP may take to finish in-flight requests after a signal.
+const DRAIN: Duration = Duration::from_secs(6);
+/// How long joins and creates whose caller left may take after that.
+const TASKS: Duration = Duration::from_secs(2);
+/// How long the background tasks may take to stop.
+const BACKGROUND: Duration = Duration::from_secs(1);
+
+/// Start-up failures (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("start-up: {0}")]
+    Task(String),
+}
+
+/// Opens the sled backend in the config's data directory.
+async fn open_storage(config: &Config) -> Result<Arc<SledStorage>, StartError> {
+    let dir = config.data_dir.clone();
+    let max_pending = config.max_pending_writes;
+    tokio::task::spawn_blocking(move || {
+        let data_dir_error = |source| StartError::DataDir {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(data_dir_error)?;
+        let probe = dir.join(".varcade-write-test");
+        std::fs::write(&probe, b"ok").map_err(data_dir_error)?;
+        let _ = std::fs::remove_file(probe);
+        Ok(SledStorage::open(&dir, max_pending)?)
+    })
+    .await
+    .map_err(|e| StartError::Task(e.to_string()))?
+}
+
+/// Drains the histograms' pending samples even when nobody scrapes.
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    mut shutdown: shutdown::Shutdown,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = shutdown.recv() => return,
+        }
+    }
+}
+
+/// Runs the service until SIGINT/SIGTERM; everything acknowledged is on
+/// disk when it returns.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let signal = shutdown::listen();
+    let storage = open_storage(&config).await?;
+    metrics::set_products(config.games.iter().map(|g| g.product_id.clone()));
+    let prometheus = metrics::install();
+    let app = App::new(&config, storage.clone());
+    match app.storage.game_counts().await {
+        Ok(counts) => {
+            for (product, state, n) in counts {
+                metrics::games_seed(&product, state.as_str(), n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count games for the gauges"),
+    }
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind.clone(),
+            source,
+        })?;
+    let local: SocketAddr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind.clone(),
+        source,
+    })?;
+
+    let (trigger, stopping) = shutdown::channel();
+    let mut tasks = vec![
+        tokio::spawn(consumer::run(
+            app.clone(),
+            matchmaker::Matchmaker::new(app.clone()),
+            trigger.subscribe(),
+        )),
+        tokio::spawn(consumer::run(
+            app.clone(),
+            stats::Stats::new(app.clone()),
+            trigger.subscribe(),
+        )),
+        tokio::spawn(curation::run(app.clone(), trigger.subscribe())),
+        tokio::spawn(retention::run(app.clone(), trigger.subscribe())),
+    ];
+    if let Some(handle) = prometheus.clone() {
+        tasks.push(tokio::spawn(metrics_upkeep(handle, trigger.subscribe())));
+    }
+
+    let state = HttpState::new(&config, app.clone(), prometheus);
+    let listener = CappedListener::new(listener, config.max_connections);
+    println!("varcade listening on {local}");
+    tracing::info!(%local, data_dir = %config.data_dir.display(), "varcade listening on {local}");
+    let fire = trigger.clone();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        signal.await;
+        fire.fire();
+    });
+    let mut drained = stopping.clone();
+    tokio::select! {
+        result = server => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server error");
+            }
+        }
+        _ = async { drained.recv().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("requests still in flight after {} s; stopping anyway", DRAIN.as_secs());
+        }
+    }
+    trigger.fire();
+    drop(stopping);
+    app.finish_tasks(TASKS).await;
+    let background = async {
+        for task in tasks.drain(..) {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(BACKGROUND, background).await.is_err() {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    if let Err(e) = storage.close().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Storage backends. Each implements the ports of [`crate::app::ports`];
+//! [`suite`] is the one test suite every backend runs (as garage does).
+
+pub mod sled;
+
+#[cfg(test)]
+pub(crate) mod suite;

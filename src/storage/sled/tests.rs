@@ -1,0 +1,30 @@
+//! The storage suite against sled, and what only sled has: migrations and
+//! the refusal of a newer layout.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_storage_suite() {
+    let storage = SledStorage::temporary().unwrap();
+    crate::storage::suite::run(storage.clone()).await;
+    storage.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_are_recorded_and_newer_layouts_refused() {
+    let dir = std::env::temp_dir().join(format!("varcade-migrate-{}", uuid::Uuid::new_v4()));
+    {
+        let storage = SledStorage::open(&dir, 16).unwrap();
+        assert_eq!(storage.status().layout_version, 2);
+        storage.close().await.unwrap();
+        let meta = storage.db.open_tree("meta").unwrap();
+        assert!(meta.get("migration/0002").unwrap().is_some());
+        meta.insert(LAYOUT_KEY, &99u32.to_be_bytes()).unwrap();
+        storage.db.flush().unwrap();
+    }
+    match SledStorage::open(&dir, 16) {
+        Err(OpenError::NewerLayout { found: 99, .. }) => {}
+        other => panic!("expected NewerLayout, got {:?}", other.map(|_| ())),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

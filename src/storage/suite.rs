@@ -1,0 +1,221 @@
+//! One test suite for every storage backend: the promises of the ports,
+//! checked through the ports alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::app::ports::{
+    ConsumerName, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange, Storage,
+};
+use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
+use crate::domain::scoring::{Scoring, Wins};
+
+fn game(id: &str, since: u64) -> Game {
+    Game {
+        game_id: id.into(),
+        product_id: "exrps".into(),
+        game_server_url: "http://x".into(),
+        creator_id: "1".into(),
+        creator_name: "alice".into(),
+        players: vec!["1".into()],
+        settings: "{}".into(),
+        num_players: 2,
+        token: "t".into(),
+        state: State::Created,
+        state_since_us: since,
+        last_updated_us: since,
+        listing: None,
+        target_game_server: String::new(),
+        curation_failures: 0,
+    }
+}
+
+fn listed(storage: &dyn Storage) -> Vec<String> {
+    let page: Vec<serde_json::Value> =
+        serde_json::from_str(&storage.open_games("exrps", 0, 100)).unwrap();
+    page.iter()
+        .map(|g| g["game_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn mm(cursor: u64, events: Vec<(u64, &str, GameEvent)>) -> MatchmakerBatch {
+    MatchmakerBatch {
+        events: events
+            .into_iter()
+            .map(|(id, game, e)| (id, id * 10, game.to_string(), "exrps".to_string(), e))
+            .collect(),
+        cursor,
+    }
+}
+
+/// Runs every check against `storage` (which must start empty).
+pub async fn run(storage: Arc<dyn Storage>) {
+    games_seats_and_the_lobby(storage.as_ref()).await;
+    the_log(storage.as_ref()).await;
+    boards(storage.as_ref()).await;
+}
+
+async fn games_seats_and_the_lobby(s: &dyn Storage) {
+    for id in ["b", "a"] {
+        s.insert_game(game(id, 5)).await.unwrap();
+    }
+    assert!(listed(s).is_empty(), "created games are not listed");
+    let applied = s
+        .apply_matchmaker(mm(
+            2,
+            vec![
+                (1, "b", GameEvent::Move(Some(State::CreatorJoined))),
+                (2, "a", GameEvent::Move(Some(State::CreatorJoined))),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(listed(s), ["b", "a"], "oldest listing first");
+    let again = s
+        .apply_matchmaker(mm(2, vec![(2, "a", GameEvent::Remove)]))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "a batch at the cursor is not applied again");
+    assert_eq!(s.cursor(ConsumerName::Matchmaker).await.unwrap(), 2);
+
+    let seat = s.reserve_seat("exrps", "b", "2", 50).await.unwrap();
+    assert!(matches!(seat, SeatOutcome::Reserved(ref g) if g.players == ["1", "2"]));
+    assert_eq!(listed(s), ["a"], "a full game leaves the lobby");
+    assert_eq!(
+        s.reserve_seat("exrps", "b", "3", 51).await.unwrap(),
+        SeatOutcome::Refused(JoinRefusal::NotJoinable)
+    );
+    assert_eq!(
+        s.reserve_seat("exrps", "a", "1", 51).await.unwrap(),
+        SeatOutcome::Refused(JoinRefusal::AlreadyJoined)
+    );
+    assert_eq!(
+        s.reserve_seat("chess", "a", "3", 51).await.unwrap(),
+        SeatOutcome::NotFound
+    );
+    assert!(s.release_seat("b", "2", 52).await.unwrap());
+    assert!(!s.release_seat("b", "2", 53).await.unwrap());
+    assert_eq!(listed(s), ["b", "a"], "back in its place");
+
+    // [all_players_joined, player_disconnect] in one batch.
+    s.reserve_seat("exrps", "a", "2", 60).await.unwrap();
+    let applied = s
+        .apply_matchmaker(mm(
+            4,
+            vec![
+                (3, "a", GameEvent::Move(Some(State::AllPlayersJoined))),
+                (4, "a", GameEvent::Disconnect("2".into())),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(applied[1].effect, Effect::Reset(State::AllPlayersJoined));
+    assert_eq!(listed(s), ["b", "a"]);
+
+    let expired = s.expired(State::CreatorJoined, 55, 10).await.unwrap();
+    let ids: Vec<&str> = expired.iter().map(|g| g.game_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "a since 40 (its reset), b since 50 (its join)");
+    assert!(s.expired(State::CreatorJoined, 45, 10).await.unwrap().len() == 1);
+    let b = &expired[1];
+    assert!(
+        !s.curate("b", b.state, b.state_since_us + 1, CurationChange::Delete, 70)
+            .await
+            .unwrap(),
+        "changed meanwhile"
+    );
+    assert!(
+        s.curate("b", b.state, b.state_since_us, CurationChange::Failed(1), 70)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.curate("b", b.state, b.state_since_us, CurationChange::Delete, 71)
+            .await
+            .unwrap()
+    );
+    assert_eq!(listed(s), ["a"]);
+    let counts = s.game_counts().await.unwrap();
+    assert_eq!(counts, vec![("exrps".to_string(), State::CreatorJoined, 1)]);
+}
+
+async fn the_log(s: &dyn Storage) {
+    let frame = |n: usize, producer: Option<(&str, u64)>| NewFrame {
+        events: (0..n).map(|i| format!("{{\"n\":{i}}}")).collect(),
+        producer: producer.map(|(p, seq)| (p.to_string(), seq)),
+    };
+    let first = s.submit(frame(2, Some(("p", 1)))).await.unwrap();
+    let first = first.wait().await.unwrap();
+    assert_eq!((first.first_id, first.last_id, first.count), (1, 2, 2));
+    let dup = s.submit(frame(2, Some(("p", 1)))).await.unwrap();
+    let dup = dup.wait().await.unwrap();
+    assert!(dup.duplicate && dup.count == 0 && dup.last_id == 2);
+    let next = s.submit(frame(3, None)).await.unwrap().wait().await.unwrap();
+    assert_eq!((next.first_id, next.last_id), (3, 5));
+    assert!(
+        s.submit(frame(0, None)).await.unwrap().wait().await.is_err(),
+        "an empty frame"
+    );
+    assert_eq!(*s.durable().borrow(), 5);
+    let events = s.read(1, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [2, 3, 4, 5]
+    );
+    assert_eq!(events[0].json, "{\"n\":1}");
+    assert_eq!(s.drop_before(2, u64::MAX).await.unwrap(), 2);
+    assert_eq!(s.read(0, 10).await.unwrap()[0].id, 3);
+}
+
+async fn boards(s: &dyn Storage) {
+    let mut rules: BTreeMap<String, Box<dyn Scoring>> = BTreeMap::new();
+    rules.insert("exrps".into(), Box::new(Wins));
+    let scoring = Arc::new(rules);
+    let game_over = |w: &str, l: &str| StatsChange::GameOver {
+        product: "exrps".into(),
+        winner: w.into(),
+        loser: l.into(),
+    };
+    let batch = StatsBatch {
+        changes: vec![
+            game_over("1", "2"),
+            game_over("3", "2"),
+            game_over("1", "3"),
+            StatsChange::Count {
+                product: "exrps".into(),
+                user: "1".into(),
+                counter: "wins",
+                delta: 2,
+            },
+        ],
+        scoring: scoring.clone(),
+        cursor: 7,
+    };
+    s.apply_stats(batch).await.unwrap();
+    let again = StatsBatch {
+        changes: vec![game_over("2", "1")],
+        scoring,
+        cursor: 7,
+    };
+    s.apply_stats(again).await.unwrap();
+    assert_eq!(s.cursor(ConsumerName::Stats).await.unwrap(), 7);
+    let top: Vec<(String, i64)> = s
+        .window("exrps", 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.user_id, e.score))
+        .collect();
+    assert_eq!(
+        top,
+        [("1".into(), 2), ("3".into(), 1), ("2".into(), 0)],
+        "a batch at the cursor is not applied again"
+    );
+    assert_eq!(s.rank("exrps", "3").await.unwrap(), Some((1, 2)));
+    assert_eq!(s.rank("exrps", "9").await.unwrap(), None);
+    assert_eq!(
+        s.player_stats("exrps", "1").await.unwrap().get("wins"),
+        Some(&2)
+    );
+    assert!(s.player_stats("exrps", "9").await.unwrap().is_empty());
+}
