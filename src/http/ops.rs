@@ -120,7 +120,12 @@ pub async fn read_events(
 /// `POST /admin/failpoints` (admin key; only with the `failpoints`
 /// feature): `{"name", "actions"}` sets a fail point, empty actions remove it.
 #[cfg(feature = "failpoints")]
-pub async fn failpoints(_admin: Admin, Json(body): Json<Value>) -> Result<Json<Value>, ApiError> {
+pub async fn failpoints(
+    _admin: Admin,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not JSON: {e}")))?;
     let name = body["name"].as_str().unwrap_or_default().to_string();
     let actions = body["actions"].as_str().unwrap_or_default();
     if name.is_empty() {

@@ -1,119 +1,22 @@
 //! Test harness: starts the real `varcade` binary on 127.0.0.1:0 with a
 //! temporary data directory, and a fake game server inside the test whose
-//! behaviour each test controls.
+//! behaviour each test controls (`varcade::fake_game_server`, the same one
+//! `varcade fake-game-server` runs). The benches include this file too, so
+//! it assumes nothing a bench does not have.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
-use axum::routing::post;
 use serde_json::{Value, json};
+
+#[allow(unused_imports)]
+pub use varcade::fake_game_server::{FakeGameServer, Mode};
 
 pub const ADMIN: &str = "admin-key";
 pub const SECRET: &str = "test-secret";
-
-/// How the fake game server answers.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Mode {
-    Ok,
-    Fail,
-    Hang,
-    NoToken,
-}
-
-/// A game server inside the test that records every call.
-#[derive(Clone)]
-pub struct FakeGameServer {
-    pub url: String,
-    state: Arc<Mutex<FakeState>>,
-}
-
-struct FakeState {
-    create: Mode,
-    join: Mode,
-    remove: Mode,
-    calls: Vec<(String, Value)>,
-}
-
-async fn fake_call(
-    State(state): State<Arc<Mutex<FakeState>>>,
-    endpoint: &'static str,
-    body: Value,
-) -> (axum::http::StatusCode, Json<Value>) {
-    let mode = {
-        let mut s = state.lock().unwrap();
-        s.calls.push((endpoint.to_string(), body));
-        match endpoint {
-            "create_game" => s.create,
-            "join_game" => s.join,
-            _ => s.remove,
-        }
-    };
-    match mode {
-        Mode::Ok if endpoint == "create_game" => (
-            axum::http::StatusCode::OK,
-            Json(json!({"gameToken": format!("tok-{}", uuid::Uuid::new_v4())})),
-        ),
-        Mode::Ok | Mode::NoToken => (axum::http::StatusCode::OK, Json(json!({}))),
-        Mode::Fail => (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": "boom"})),
-        ),
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            (axum::http::StatusCode::OK, Json(json!({})))
-        }
-    }
-}
-
-impl FakeGameServer {
-    pub async fn start() -> FakeGameServer {
-        let state = Arc::new(Mutex::new(FakeState {
-            create: Mode::Ok,
-            join: Mode::Ok,
-            remove: Mode::Ok,
-            calls: Vec::new(),
-        }));
-        let route = |endpoint: &'static str| {
-            post(
-                move |s: State<Arc<Mutex<FakeState>>>, Json(body): Json<Value>| {
-                    fake_call(s, endpoint, body)
-                },
-            )
-        };
-        let app = Router::new()
-            .route("/create_game", route("create_game"))
-            .route("/join_game", route("join_game"))
-            .route("/remove_player", route("remove_player"))
-            .route("/remove_game", route("remove_game"))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        FakeGameServer { url, state }
-    }
-
-    pub fn set(&self, create: Mode, join: Mode, remove: Mode) {
-        let mut s = self.state.lock().unwrap();
-        (s.create, s.join, s.remove) = (create, join, remove);
-    }
-
-    /// The calls made to `endpoint`, in order.
-    pub fn calls(&self, endpoint: &str) -> Vec<Value> {
-        let s = self.state.lock().unwrap();
-        s.calls
-            .iter()
-            .filter(|(e, _)| e == endpoint)
-            .map(|(_, b)| b.clone())
-            .collect()
-    }
-}
 
 /// Options for the config file the server is started with.
 #[derive(Clone)]
@@ -216,6 +119,8 @@ pub struct Server {
     pub dir: TempDir,
     pub config: PathBuf,
     pub http: reqwest::Client,
+    /// Extra environment the process was started with (kept on restarts).
+    pub envs: Vec<(String, String)>,
 }
 
 /// Starts `varcade` with `args` and waits for its `listening on` line.
@@ -261,9 +166,30 @@ impl Server {
         Server::start_in(options, dir).await
     }
 
+    /// Starts with extra environment variables (for example
+    /// `VARCADE_LOG`); restarts keep them.
+    pub async fn start_with_env(options: &Options, envs: &[(&str, &str)]) -> Server {
+        let envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Server::start_in_with_env(options, TempDir::new(), envs).await
+    }
+
     pub async fn start_in(options: &Options, dir: TempDir) -> Server {
+        Server::start_in_with_env(options, dir, Vec::new()).await
+    }
+
+    /// Writes the config for `options` into `dir` and starts there.
+    pub async fn start_in_with_env(
+        options: &Options,
+        dir: TempDir,
+        envs: Vec<(String, String)>,
+    ) -> Server {
         let config = dir.0.join("varcade.toml");
         std::fs::write(&config, options.toml(&dir.0.join("db"))).unwrap();
+        let env_refs: Vec<(&str, &str)> =
+            envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (child, addr) = spawn(
             &[
                 "serve",
@@ -272,7 +198,7 @@ impl Server {
                 "--bind",
                 "127.0.0.1:0",
             ],
-            &[],
+            &env_refs,
         );
         Server {
             child,
@@ -281,6 +207,7 @@ impl Server {
             dir,
             config,
             http: reqwest::Client::new(),
+            envs,
         }
     }
 
@@ -289,7 +216,8 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         let dir = TempDir(std::mem::take(&mut self.dir.0));
-        Server::start_in(options, dir).await
+        let envs = std::mem::take(&mut self.envs);
+        Server::start_in_with_env(options, dir, envs).await
     }
 
     /// SIGTERM; returns the exit code.
@@ -428,6 +356,80 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `GET /readyz`: the status code.
+    pub async fn readyz(&self) -> u16 {
+        self.get("/readyz").await.0
+    }
+
+    /// `GET /metrics` as text (asserts 200).
+    pub async fn metrics_text(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.unwrap()
+    }
+
+    /// GET with the admin key.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POST a JSON body with the admin key.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post(path, Some(&format!("Bearer {ADMIN}")), &body.to_string())
+            .await
+    }
+
+    /// `GET /admin/status` (asserts 200): `{"last_event_id", "consumers":
+    /// {"matchmaker": {"cursor", "lag", "state", "error"}, "stats": …},
+    /// "layout_version", "size_on_disk", "storage"}`.
+    pub async fn status(&self) -> Value {
+        let (status, body) = self.admin_get("/admin/status").await;
+        assert_eq!(status, 200, "GET /admin/status: {body}");
+        body
+    }
+
+    /// Sets the fail point `name` to `actions` (a `fail` crate action
+    /// string; `""` removes it) through `POST /admin/failpoints`. Only a
+    /// binary built with the `failpoints` feature has that route.
+    pub async fn failpoint(&self, name: &str, actions: &str) {
+        let body = json!({"name": name, "actions": actions});
+        let (status, answer) = self.admin_post("/admin/failpoints", &body).await;
+        assert_eq!(status, 200, "failpoint {name}={actions:?}: {answer}");
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`, naming
+/// `what`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -439,9 +441,11 @@ impl Drop for Server {
 pub fn token(user: &str) -> String {
     format!(
         "Token {}",
-        varcade::auth::mint_token(SECRET, user, &format!("user{user}"), 3600)
+        mint_token(SECRET, user, &format!("user{user}"), 3600)
     )
 }
+
+pub use varcade::infra::jwt::mint_token;
 
 impl Server {
     /// Starts again on the same data directory after the process exited
@@ -450,7 +454,8 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = TempDir(std::mem::take(&mut self.dir.0));
-        Server::start_in(options, dir).await
+        let envs = std::mem::take(&mut self.envs);
+        Server::start_in_with_env(options, dir, envs).await
     }
 
     /// Opens `GET /ingest{query}` as a WebSocket, with an optional
