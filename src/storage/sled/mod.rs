@@ -56,7 +56,6 @@ pub enum OpenError {
 pub struct SledStorage {
     jobs: flume::Sender<Job>,
     views: Arc<Views>,
-    db: ::sled::Db,
     log: ::sled::Tree,
     stats: ::sled::Tree,
     games: ::sled::Tree,
@@ -183,7 +182,6 @@ impl SledStorage {
         let storage = SledStorage {
             jobs,
             views: views.clone(),
-            db: db.clone(),
             log: trees.log.clone(),
             stats: trees.stats.clone(),
             games: trees.games.clone(),
@@ -436,7 +434,7 @@ impl Storage for SledStorage {
         StorageStatus {
             failure: self.views.failure(),
             layout_version: self.layout_version,
-            size_on_disk: self.db.size_on_disk().unwrap_or(0),
+            size_on_disk: self.views.size_on_disk(),
         }
     }
 

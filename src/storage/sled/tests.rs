@@ -17,10 +17,13 @@ async fn migrations_are_recorded_and_newer_layouts_refused() {
         let storage = SledStorage::open(&dir, 16).unwrap();
         assert_eq!(storage.status().layout_version, 2);
         storage.close().await.unwrap();
-        let meta = storage.db.open_tree("meta").unwrap();
+    }
+    {
+        let db = ::sled::open(&dir).unwrap();
+        let meta = db.open_tree("meta").unwrap();
         assert!(meta.get("migration/0002").unwrap().is_some());
         meta.insert(LAYOUT_KEY, &99u32.to_be_bytes()).unwrap();
-        storage.db.flush().unwrap();
+        db.flush().unwrap();
     }
     match SledStorage::open(&dir, 16) {
         Err(OpenError::NewerLayout { found: 99, .. }) => {}

@@ -8,6 +8,7 @@
 //! before the flush that made it durable.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ pub struct Views {
     ranks: RankCounts,
     durable: watch::Sender<u64>,
     failure: RwLock<Option<String>>,
+    size_on_disk: AtomicU64,
 }
 
 impl Views {
@@ -33,7 +35,18 @@ impl Views {
             ranks,
             durable: watch::channel(durable).0,
             failure: RwLock::new(None),
+            size_on_disk: AtomicU64::new(0),
         }
+    }
+
+    /// Records the database's size on disk (measured by the writer).
+    pub fn publish_size(&self, bytes: u64) {
+        self.size_on_disk.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The database's size on disk when last measured.
+    pub fn size_on_disk(&self) -> u64 {
+        self.size_on_disk.load(Ordering::Relaxed)
     }
 
     /// One page of a product's lobby as a JSON array.

@@ -99,6 +99,8 @@ pub struct Writer {
     stats_cursor: u64,
     views: std::sync::Arc<Views>,
     failure: Option<String>,
+    /// When the size on disk was last measured.
+    sized: Option<Instant>,
 }
 
 /// An answer held until the group's flush: sent as is if the flush
@@ -150,6 +152,7 @@ impl Writer {
             stats_cursor: cursors.1,
             views,
             failure: None,
+            sized: None,
         }
     }
 
@@ -245,11 +248,17 @@ impl Writer {
         Ok(())
     }
 
-    /// Publishes the views after a successful flush.
+    /// Publishes the views after a successful flush (and, once a second,
+    /// the size on disk, so readers never touch the file system).
     fn publish(&mut self, ranks: Vec<RankChange>) {
         self.views.publish_lobby(self.games.take_dirty());
         self.views.publish_ranks(&ranks);
         self.views.publish_durable(self.log.last_id());
+        if self.sized.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            self.sized = Some(Instant::now());
+            self.views
+                .publish_size(self.trees.db.size_on_disk().unwrap_or(0));
+        }
     }
 
     /// Applies one job to the in-memory state and stages its writes.
