@@ -124,7 +124,12 @@ fn main() -> ExitCode {
                 Ok(config) => {
                     println!(
                         "{}",
-                        varcade::infra::jwt::mint_token(&config.jwt_secret, &user_id, &username, ttl)
+                        varcade::infra::jwt::mint_token(
+                            &config.jwt_secret,
+                            &user_id,
+                            &username,
+                            ttl
+                        )
                     );
                     ExitCode::SUCCESS
                 }

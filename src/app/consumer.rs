@@ -28,36 +28,44 @@ const LEASE: Duration = Duration::from_secs(10);
 
 /// Something that applies the event log.
 #[async_trait]
-pub trait Consumer: Send + 'static {
+pub trait Consumer: Send + Sync + 'static {
+    /// What a batch of events becomes for the backend.
+    type Batch: Send + 'static;
     /// Which consumer this is.
     fn name(&self) -> ConsumerName;
-    /// Applies `events` (ascending, right after the cursor) and moves the
-    /// cursor to the last one, atomically.
-    async fn apply(&mut self, events: &[LoggedEvent]) -> Result<(), StorageError>;
+    /// Reads `events` (ascending, right after the cursor) into a batch
+    /// that moves the cursor to the last one (CPU only, no I/O).
+    fn prepare(&self, events: &[LoggedEvent]) -> Self::Batch;
+    /// Applies a prepared batch and moves the cursor, atomically.
+    async fn commit(&self, batch: Self::Batch) -> Result<(), StorageError>;
 }
 
-/// Runs a consumer until shutdown.
-pub async fn run<C: Consumer>(app: Arc<App>, mut consumer: C, mut shutdown: Shutdown) {
+/// A batch read and prepared: the id of its last event and the batch.
+type Prepared<C> = (u64, <C as Consumer>::Batch);
+
+/// Runs a consumer until shutdown. While the backend applies one batch, the
+/// next is read and prepared, so the two overlap.
+pub async fn run<C: Consumer>(app: Arc<App>, consumer: C, mut shutdown: Shutdown) {
     let name = consumer.name();
     let holder = format!("pid-{}", std::process::id());
     let mut durable = app.storage.durable();
     let mut backoff = FIRST_BACKOFF;
     let mut cursor = None;
+    let mut ahead: Option<Prepared<C>> = None;
     while !shutdown.is_fired() {
-        let step = step(&app, &mut consumer, &mut cursor, &holder).await;
-        match step {
-            Ok(true) => {
+        match step(&app, &consumer, &mut cursor, &mut ahead, &holder).await {
+            Ok(applied) => {
                 backoff = FIRST_BACKOFF;
                 app.health.update(name, |h| h.failing = None);
-            }
-            Ok(false) => {
-                app.health.update(name, |h| h.failing = None);
-                tokio::select! {
-                    changed = durable.changed() => if changed.is_err() { return },
-                    _ = shutdown.recv() => return,
+                if !applied {
+                    tokio::select! {
+                        changed = durable.changed() => if changed.is_err() { return },
+                        _ = shutdown.recv() => return,
+                    }
                 }
             }
             Err(e) => {
+                ahead = None;
                 metrics::consumer_failure(name.as_str());
                 app.health.update(name, |h| {
                     h.failing = Some(e.to_string());
@@ -74,19 +82,34 @@ pub async fn run<C: Consumer>(app: Arc<App>, mut consumer: C, mut shutdown: Shut
     }
 }
 
+/// Reads and prepares the batch after `at`; `None` when there is none.
+async fn fetch<C: Consumer>(
+    app: &App,
+    consumer: &C,
+    at: u64,
+) -> Result<Option<Prepared<C>>, StorageError> {
+    let end = *app.storage.durable().borrow();
+    metrics::consumer_position(consumer.name().as_str(), at, end);
+    if at >= end {
+        return Ok(None);
+    }
+    let events = app.storage.read(at, BATCH).await?;
+    Ok(events
+        .last()
+        .map(|last| (last.id, consumer.prepare(&events))))
+}
+
 /// Applies the next batch; `Ok(false)` when there was nothing to apply.
 async fn step<C: Consumer>(
     app: &App,
-    consumer: &mut C,
+    consumer: &C,
     cursor: &mut Option<u64>,
+    ahead: &mut Option<Prepared<C>>,
     holder: &str,
 ) -> Result<bool, StorageError> {
     let name = consumer.name();
-    if !app
-        .storage
-        .hold_lease(name.as_str(), holder, LEASE)
-        .await?
-    {
+    if !app.storage.hold_lease(name.as_str(), holder, LEASE).await? {
+        *ahead = None;
         return Ok(false);
     }
     let at = match *cursor {
@@ -97,19 +120,16 @@ async fn step<C: Consumer>(
             at
         }
     };
-    let end = *app.storage.durable().borrow();
-    metrics::consumer_position(name.as_str(), at, end);
-    if at >= end {
-        return Ok(false);
-    }
-    let events = app.storage.read(at, BATCH).await?;
-    let Some(last) = events.last().map(|e| e.id) else {
-        // Retention dropped the events after the cursor: nothing to apply.
-        *cursor = Some(end);
-        return Ok(true);
+    let next = match ahead.take() {
+        Some(prepared) => Some(prepared),
+        None => fetch(app, consumer, at).await?,
     };
-    consumer.apply(&events).await?;
+    let Some((last, batch)) = next else {
+        return Ok(false);
+    };
+    let (committed, following) = tokio::join!(consumer.commit(batch), fetch(app, consumer, last));
+    committed?;
     *cursor = Some(last);
-    metrics::consumer_position(name.as_str(), last, end);
+    *ahead = following.ok().flatten();
     Ok(true)
 }

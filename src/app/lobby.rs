@@ -92,7 +92,12 @@ impl App {
             .await
     }
 
-    async fn join(&self, product_id: &str, game_id: &str, player: Player) -> Result<Game, AppError> {
+    async fn join(
+        &self,
+        product_id: &str,
+        game_id: &str,
+        player: Player,
+    ) -> Result<Game, AppError> {
         let game = match self
             .storage
             .reserve_seat(product_id, game_id, &player.user_id, now_us())
@@ -100,7 +105,9 @@ impl App {
         {
             SeatOutcome::Reserved(game) => game,
             SeatOutcome::NotFound => return Err(AppError::GameNotFound(game_id.to_string())),
-            SeatOutcome::Refused(JoinRefusal::AlreadyJoined) => return Err(AppError::AlreadyJoined),
+            SeatOutcome::Refused(JoinRefusal::AlreadyJoined) => {
+                return Err(AppError::AlreadyJoined);
+            }
             SeatOutcome::Refused(JoinRefusal::NotJoinable) => {
                 return Err(AppError::GameNotJoinable);
             }

@@ -36,13 +36,12 @@ impl Consumer for Matchmaker {
         ConsumerName::Matchmaker
     }
 
-    async fn apply(&mut self, events: &[LoggedEvent]) -> Result<(), StorageError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
+    type Batch = (MatchmakerBatch, u64);
+
+    fn prepare(&self, events: &[LoggedEvent]) -> Self::Batch {
         let mut batch = MatchmakerBatch {
             events: Vec::new(),
-            cursor: last.id,
+            cursor: events.last().map_or(0, |e| e.id),
         };
         let mut unreadable = 0;
         for event in events {
@@ -58,6 +57,10 @@ impl Consumer for Matchmaker {
                 ForMatchmaker::Unreadable => unreadable += 1,
             }
         }
+        (batch, unreadable)
+    }
+
+    async fn commit(&self, (batch, unreadable): Self::Batch) -> Result<(), StorageError> {
         let applied = self.app.storage.apply_matchmaker(batch).await?;
         let (mut moved, mut ignored) = (0, unreadable);
         for a in applied {

@@ -164,7 +164,10 @@ impl App {
     /// joins and creates whose caller may have gone, their clean-ups.
     pub async fn finish_tasks(&self, limit: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(limit, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 left = self.tasks.len(),
                 "stopping with game-server calls still in flight"

@@ -220,8 +220,7 @@ pub trait GameStore: Send + Sync + 'static {
 
     /// Applies a matchmaker batch and moves its cursor, atomically. A batch
     /// at or below the stored cursor is not applied again.
-    async fn apply_matchmaker(&self, batch: MatchmakerBatch)
-    -> Result<Vec<Applied>, StorageError>;
+    async fn apply_matchmaker(&self, batch: MatchmakerBatch) -> Result<Vec<Applied>, StorageError>;
 
     /// How many games each (product, state) has.
     async fn game_counts(&self) -> Result<Vec<(String, State, u64)>, StorageError>;
@@ -279,8 +278,12 @@ pub trait Storage: GameStore + EventLog + Boards {
 
     /// Takes or renews the lease `name` for `holder` for `ttl`; `false`
     /// while another holder has it.
-    async fn hold_lease(&self, name: &str, holder: &str, ttl: Duration)
-    -> Result<bool, StorageError>;
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StorageError>;
 
     /// Makes everything durable and stops accepting writes.
     async fn close(&self) -> Result<(), StorageError>;

@@ -75,13 +75,9 @@ impl Consumer for Stats {
         ConsumerName::Stats
     }
 
-    async fn apply(&mut self, events: &[LoggedEvent]) -> Result<(), StorageError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        fail::fail_point!("consumer::stats", |_| Err(StorageError::Failed(
-            "injected stats consumer failure".into()
-        )));
+    type Batch = (StatsBatch, u64, u64);
+
+    fn prepare(&self, events: &[LoggedEvent]) -> Self::Batch {
         let mut changes = Vec::with_capacity(events.len() * 2);
         let (mut applied, mut unreadable) = (0, 0);
         for event in events {
@@ -101,8 +97,15 @@ impl Consumer for Stats {
         let batch = StatsBatch {
             changes,
             scoring: self.app.scoring.clone(),
-            cursor: last.id,
+            cursor: events.last().map_or(0, |e| e.id),
         };
+        (batch, applied, unreadable)
+    }
+
+    async fn commit(&self, (batch, applied, unreadable): Self::Batch) -> Result<(), StorageError> {
+        fail::fail_point!("consumer::stats", |_| Err(StorageError::Failed(
+            "injected stats consumer failure".into()
+        )));
         self.app.storage.apply_stats(batch).await?;
         metrics::consumer_events("stats", "applied", applied);
         metrics::consumer_events("stats", "unreadable", unreadable);
@@ -123,7 +126,11 @@ impl App {
     }
 
     /// A player's score and rank, or `player_not_found`.
-    pub async fn rank(&self, product_id: &str, user_id: &str) -> Result<(i64, u64), crate::app::AppError> {
+    pub async fn rank(
+        &self,
+        product_id: &str,
+        user_id: &str,
+    ) -> Result<(i64, u64), crate::app::AppError> {
         self.product(product_id)?;
         self.storage
             .rank(product_id, user_id)

@@ -215,7 +215,6 @@ pub fn format_timestamp(us: u64) -> String {
     }
 }
 
-
 /// What a logged matchmaker event asks of a game (API.md "Event ingest").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GameEvent {
@@ -442,7 +441,11 @@ mod tests {
         let mut g = game(2);
         assert_eq!(Curation::decide(&g), Curation::Delete);
         g.move_to(State::CreatorJoined, 1, 1);
-        assert_eq!(Curation::decide(&g), Curation::Delete, "listed, nobody joined");
+        assert_eq!(
+            Curation::decide(&g),
+            Curation::Delete,
+            "listed, nobody joined"
+        );
         g.join("2", 2).unwrap();
         assert_eq!(Curation::decide(&g), Curation::Reset("2".into()));
         assert!(g.curate(&CurationChange::Reset, 9));

@@ -83,7 +83,9 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match (&state.admin_key, credential(&parts.headers)) {
-            (Some(expected), Some(given)) if !expected.is_empty() && same_secret(expected, given) => {
+            (Some(expected), Some(given))
+                if !expected.is_empty() && same_secret(expected, given) =>
+            {
                 Ok(Admin)
             }
             _ => Err(ApiError::Unauthorized("admin key required".into())),

@@ -165,7 +165,12 @@ async fn serve_socket(state: AppState, socket: WebSocket, admitted: Vec<String>)
 }
 
 /// Validates and queues one text frame, waiting for room first.
-async fn frame(state: &AppState, in_flight: &Arc<Semaphore>, text: &str, admitted: &[String]) -> Answer {
+async fn frame(
+    state: &AppState,
+    in_flight: &Arc<Semaphore>,
+    text: &str,
+    admitted: &[String],
+) -> Answer {
     let frame = match state.app.validate_frame(text, admitted) {
         Ok(frame) => frame,
         Err(e) => return Answer::Now(e.to_json()),

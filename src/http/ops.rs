@@ -28,7 +28,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         return ApiError::StorageUnavailable(why).into_response();
     }
     if state.app.health.any_failing() {
-        let body = json!({"error": "unavailable", "message": "a consumer is failing; see /admin/status"});
+        let body =
+            json!({"error": "unavailable", "message": "a consumer is failing; see /admin/status"});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     "ready".into_response()
@@ -120,10 +121,7 @@ pub async fn read_events(
 /// `POST /admin/failpoints` (admin key; only with the `failpoints`
 /// feature): `{"name", "actions"}` sets a fail point, empty actions remove it.
 #[cfg(feature = "failpoints")]
-pub async fn failpoints(
-    _admin: Admin,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+pub async fn failpoints(_admin: Admin, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not JSON: {e}")))?;
     let name = body["name"].as_str().unwrap_or_default().to_string();

@@ -76,7 +76,10 @@ async fn games_seats_and_the_lobby(s: &dyn Storage) {
         .apply_matchmaker(mm(2, vec![(2, "a", GameEvent::Remove)]))
         .await
         .unwrap();
-    assert!(again.is_empty(), "a batch at the cursor is not applied again");
+    assert!(
+        again.is_empty(),
+        "a batch at the cursor is not applied again"
+    );
     assert_eq!(s.cursor(ConsumerName::Matchmaker).await.unwrap(), 2);
 
     let seat = s.reserve_seat("exrps", "b", "2", 50).await.unwrap();
@@ -115,19 +118,35 @@ async fn games_seats_and_the_lobby(s: &dyn Storage) {
 
     let expired = s.expired(State::CreatorJoined, 55, 10).await.unwrap();
     let ids: Vec<&str> = expired.iter().map(|g| g.game_id.as_str()).collect();
-    assert_eq!(ids, ["a", "b"], "a since 40 (its reset), b since 50 (its join)");
+    assert_eq!(
+        ids,
+        ["a", "b"],
+        "a since 40 (its reset), b since 50 (its join)"
+    );
     assert!(s.expired(State::CreatorJoined, 45, 10).await.unwrap().len() == 1);
     let b = &expired[1];
     assert!(
-        !s.curate("b", b.state, b.state_since_us + 1, CurationChange::Delete, 70)
-            .await
-            .unwrap(),
+        !s.curate(
+            "b",
+            b.state,
+            b.state_since_us + 1,
+            CurationChange::Delete,
+            70
+        )
+        .await
+        .unwrap(),
         "changed meanwhile"
     );
     assert!(
-        s.curate("b", b.state, b.state_since_us, CurationChange::Failed(1), 70)
-            .await
-            .unwrap()
+        s.curate(
+            "b",
+            b.state,
+            b.state_since_us,
+            CurationChange::Failed(1),
+            70
+        )
+        .await
+        .unwrap()
     );
     assert!(
         s.curate("b", b.state, b.state_since_us, CurationChange::Delete, 71)
@@ -150,10 +169,21 @@ async fn the_log(s: &dyn Storage) {
     let dup = s.submit(frame(2, Some(("p", 1)))).await.unwrap();
     let dup = dup.wait().await.unwrap();
     assert!(dup.duplicate && dup.count == 0 && dup.last_id == 2);
-    let next = s.submit(frame(3, None)).await.unwrap().wait().await.unwrap();
+    let next = s
+        .submit(frame(3, None))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     assert_eq!((next.first_id, next.last_id), (3, 5));
     assert!(
-        s.submit(frame(0, None)).await.unwrap().wait().await.is_err(),
+        s.submit(frame(0, None))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .is_err(),
         "an empty frame"
     );
     assert_eq!(*s.durable().borrow(), 5);

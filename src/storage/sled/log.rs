@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::ports::{Appended, LoggedEvent, NewFrame, StorageError};
 
-
 fn db(e: ::sled::Error) -> StorageError {
     StorageError::Failed(e.to_string())
 }
@@ -140,7 +139,10 @@ pub fn drop_before(
     max_frames: usize,
 ) -> Result<u64, StorageError> {
     let mut dropped = 0;
-    for item in tree.range(frame_key(0)..frame_key(u64::MAX)).take(max_frames) {
+    for item in tree
+        .range(frame_key(0)..frame_key(u64::MAX))
+        .take(max_frames)
+    {
         let (key, value) = item.map_err(db)?;
         let first = frame_id(&key).unwrap_or(0);
         let frame: StoredFrame = postcard::from_bytes(&value).map_err(codec)?;

@@ -9,6 +9,7 @@
 pub mod boards;
 pub mod games;
 pub mod log;
+pub mod ranking;
 pub mod views;
 pub mod writer;
 
@@ -96,12 +97,7 @@ fn migrate(db: &::sled::Db, dir: &Path) -> Result<u32, OpenError> {
         batch.insert(LAYOUT_KEY, &m.version.to_be_bytes());
         batch.insert(
             format!("migration/{:04}", m.version).as_bytes(),
-            format!(
-                "{} applied at {} µs",
-                m.name,
-                crate::infra::clock::now_us()
-            )
-            .as_bytes(),
+            format!("{} applied at {} µs", m.name, crate::infra::clock::now_us()).as_bytes(),
         );
         meta.apply_batch(batch).map_err(corrupt)?;
         db.flush().map_err(corrupt)?;
@@ -121,11 +117,7 @@ impl SledStorage {
     /// A database in a temporary directory that is removed when closed.
     pub fn temporary() -> Result<Arc<SledStorage>, OpenError> {
         let dir = std::env::temp_dir().join(format!("varcade-tmp-{}", uuid::Uuid::new_v4()));
-        SledStorage::open_with(
-            ::sled::Config::new().path(&dir).temporary(true),
-            &dir,
-            4096,
-        )
+        SledStorage::open_with(::sled::Config::new().path(&dir).temporary(true), &dir, 4096)
     }
 
     fn open_with(
@@ -176,8 +168,8 @@ impl SledStorage {
             )?,
             cursor(&trees.stats, boards::CURSOR_KEY)?,
         );
-        let ranks = boards::RankCounts::load(&trees.stats).map_err(|e| corrupt(e.to_string()))?;
-        let views = Arc::new(Views::new(ranks, log_state.last_id()));
+        let ranking = boards::load_ranking(&trees.stats).map_err(|e| corrupt(e.to_string()))?;
+        let views = Arc::new(Views::new(ranking, log_state.last_id()));
         let (jobs, queue) = flume::bounded(max_pending.max(1));
         let storage = SledStorage {
             jobs,
@@ -199,7 +191,10 @@ impl SledStorage {
     }
 
     /// Queues a job, refusing when the queue is full (HTTP writes).
-    fn try_job<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Job) -> Result<oneshot::Receiver<Result<T, StorageError>>, StorageError> {
+    fn try_job<T>(
+        &self,
+        make: impl FnOnce(writer::Reply<T>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T, StorageError>>, StorageError> {
         let (tx, rx) = oneshot::channel();
         match self.jobs.try_send(make(tx)) {
             Ok(()) => Ok(rx),
@@ -212,7 +207,10 @@ impl SledStorage {
     }
 
     /// Queues a job, waiting for room (writes that must happen).
-    async fn job<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Job) -> Result<oneshot::Receiver<Result<T, StorageError>>, StorageError> {
+    async fn job<T>(
+        &self,
+        make: impl FnOnce(writer::Reply<T>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T, StorageError>>, StorageError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send_async(make(tx))
@@ -336,10 +334,7 @@ impl GameStore for SledStorage {
         answer(rx).await
     }
 
-    async fn apply_matchmaker(
-        &self,
-        batch: MatchmakerBatch,
-    ) -> Result<Vec<Applied>, StorageError> {
+    async fn apply_matchmaker(&self, batch: MatchmakerBatch) -> Result<Vec<Applied>, StorageError> {
         answer(self.job(|reply| Job::Matchmaker(batch, reply)).await?).await
     }
 
@@ -410,14 +405,17 @@ impl Boards for SledStorage {
         offset: u64,
         count: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        let product = product.to_string();
-        self.read(move |r| boards::window(&r.stats, r.views.ranks(), &product, offset, count))
-            .await
+        let ranking = self
+            .views
+            .ranking()
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(ranking.window(product, offset, count))
     }
 
     async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.read(move |r| boards::rank(&r.stats, r.views.ranks(), &product, &user))
+        self.read(move |r| boards::rank(&r.stats, r.views.ranking(), &product, &user))
             .await
     }
 
@@ -451,11 +449,7 @@ impl Storage for SledStorage {
 
     async fn close(&self) -> Result<(), StorageError> {
         let result = answer(self.job(Job::Close).await?).await;
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }

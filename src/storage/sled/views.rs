@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::boards::{RankChange, RankCounts};
+use super::ranking::{RankChange, Ranking};
 
 /// A product's listed games in lobby order, as listing-form JSON texts.
 pub type Listed = Arc<[Arc<str>]>;
@@ -21,7 +21,7 @@ pub type Listed = Arc<[Arc<str>]>;
 /// The published views.
 pub struct Views {
     lobby: RwLock<HashMap<String, Listed>>,
-    ranks: RankCounts,
+    ranking: RwLock<Ranking>,
     durable: watch::Sender<u64>,
     failure: RwLock<Option<String>>,
     size_on_disk: AtomicU64,
@@ -29,10 +29,10 @@ pub struct Views {
 
 impl Views {
     /// Views starting from what was loaded at open.
-    pub fn new(ranks: RankCounts, durable: u64) -> Views {
+    pub fn new(ranking: Ranking, durable: u64) -> Views {
         Views {
             lobby: RwLock::new(HashMap::new()),
-            ranks,
+            ranking: RwLock::new(ranking),
             durable: watch::channel(durable).0,
             failure: RwLock::new(None),
             size_on_disk: AtomicU64::new(0),
@@ -83,16 +83,17 @@ impl Views {
         }
     }
 
-    /// Records flushed score changes in the rank counts.
+    /// Records flushed score changes in the board order.
     pub fn publish_ranks(&self, changes: &[RankChange]) {
         if !changes.is_empty() {
-            self.ranks.apply(changes);
+            let mut ranking = self.ranking.write().unwrap_or_else(|p| p.into_inner());
+            ranking.apply(changes);
         }
     }
 
-    /// The rank counts.
-    pub fn ranks(&self) -> &RankCounts {
-        &self.ranks
+    /// The board order (readers hold the lock only while they read it).
+    pub fn ranking(&self) -> &RwLock<Ranking> {
+        &self.ranking
     }
 
     /// Publishes the id of the last durable event.
@@ -132,7 +133,7 @@ mod tests {
 
     #[test]
     fn pages_of_a_published_lobby() {
-        let views = Views::new(RankCounts::default(), 0);
+        let views = Views::new(Ranking::default(), 0);
         assert_eq!(views.page("p", 0, 10), "[]");
         let listed: Listed = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
             .into_iter()

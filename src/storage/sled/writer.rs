@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::boards::{self, RankChange};
+use super::boards::{self, PlayerCache};
 use super::games::{Games, cursor_key};
 use super::log::{self, LogState};
+use super::ranking::RankChange;
 use super::views::Views;
 use crate::app::ports::{
-    Applied, Appended, ConsumerName, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch,
+    Appended, Applied, ConsumerName, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch,
     StorageError,
 };
 use crate::domain::game::{CurationChange, Effect, Game, State};
@@ -97,6 +98,7 @@ pub struct Writer {
     log: LogState,
     matchmaker_cursor: u64,
     stats_cursor: u64,
+    players: PlayerCache,
     views: std::sync::Arc<Views>,
     failure: Option<String>,
     /// When the size on disk was last measured.
@@ -150,6 +152,7 @@ impl Writer {
             log,
             matchmaker_cursor: cursors.0,
             stats_cursor: cursors.1,
+            players: PlayerCache::default(),
             views,
             failure: None,
             sized: None,
@@ -254,7 +257,10 @@ impl Writer {
         self.views.publish_lobby(self.games.take_dirty());
         self.views.publish_ranks(&ranks);
         self.views.publish_durable(self.log.last_id());
-        if self.sized.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        if self
+            .sized
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
             self.sized = Some(Instant::now());
             self.views
                 .publish_size(self.trees.db.size_on_disk().unwrap_or(0));
@@ -479,7 +485,7 @@ impl Writer {
             "injected stats write failure".into()
         )));
         let cursor = batch.cursor;
-        let changes = boards::apply(&self.trees.stats, batch)?;
+        let changes = boards::apply(&self.trees.stats, &mut self.players, batch)?;
         group.ranks.extend(changes);
         self.stats_cursor = cursor;
         Ok(())

@@ -1,0 +1,240 @@
+//! The board order in memory: per product every scored player in board
+//! order (score descending, then user id ascending), with counts that make
+//! a rank or the start of a window cheap.
+//!
+//! Per product it holds the ordered set of (score, user) and, per score,
+//! how many players have it in all and per user-id bucket (the id's first
+//! two characters). A rank is 1 + the players at higher scores + those in
+//! earlier buckets at the same score + a walk of the player's own bucket;
+//! a window finds its first entry the same way. It is derived data, built
+//! from the player records at open and changed by the writer after each
+//! flush, so keeping it costs no writes to sled.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+use crate::app::ports::Entry;
+
+/// A score change to record: (product, user, before, after).
+pub type RankChange = (String, String, Option<i64>, Option<i64>);
+
+/// Characters of a user id that make its bucket.
+const BUCKET_CHARS: usize = 2;
+
+fn bucket(user: &str) -> &str {
+    match user.char_indices().nth(BUCKET_CHARS) {
+        Some((end, _)) => &user[..end],
+        None => user,
+    }
+}
+
+/// Players at one score: in all, and per bucket.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct AtScore {
+    total: u64,
+    buckets: BTreeMap<Box<str>, u64>,
+}
+
+/// One product's board.
+#[derive(Debug, Default)]
+struct Board {
+    order: BTreeSet<(Reverse<i64>, Box<str>)>,
+    /// Score → players at it.
+    counts: BTreeMap<i64, AtScore>,
+}
+
+impl Board {
+    fn add(&mut self, score: i64, user: &str) {
+        if !self.order.insert((Reverse(score), user.into())) {
+            return;
+        }
+        let at = self.counts.entry(score).or_default();
+        at.total += 1;
+        match at.buckets.get_mut(bucket(user)) {
+            Some(n) => *n += 1,
+            None => {
+                at.buckets.insert(bucket(user).into(), 1);
+            }
+        }
+    }
+
+    fn remove(&mut self, score: i64, user: &str) {
+        if !self.order.remove(&(Reverse(score), user.into())) {
+            return;
+        }
+        let Some(at) = self.counts.get_mut(&score) else {
+            return;
+        };
+        at.total = at.total.saturating_sub(1);
+        if let Some(n) = at.buckets.get_mut(bucket(user)) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                at.buckets.remove(bucket(user));
+            }
+        }
+        if at.total == 0 {
+            self.counts.remove(&score);
+        }
+    }
+
+    fn rank(&self, score: i64, user: &str) -> Option<u64> {
+        let key = (Reverse(score), Box::<str>::from(user));
+        if !self.order.contains(&key) {
+            return None;
+        }
+        let higher: u64 = self
+            .counts
+            .range(score.saturating_add(1)..)
+            .map(|(_, at)| at.total)
+            .sum();
+        let b = bucket(user);
+        let earlier: u64 = self.counts.get(&score).map_or(0, |at| {
+            let before = (Bound::Unbounded, Bound::Excluded(b));
+            at.buckets.range::<str, _>(before).map(|(_, n)| n).sum()
+        });
+        let start = (Reverse(score), Box::<str>::from(b));
+        let in_bucket = self.order.range(start..key).count() as u64;
+        Some(1 + higher + earlier + in_bucket)
+    }
+
+    fn window(&self, offset: u64, count: usize) -> Vec<Entry> {
+        let mut skip = offset;
+        for (score, at) in self.counts.iter().rev() {
+            if at.total <= skip {
+                skip -= at.total;
+                continue;
+            }
+            for (b, n) in &at.buckets {
+                if *n <= skip {
+                    skip -= n;
+                    continue;
+                }
+                let start = (Reverse(*score), b.clone());
+                let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+                return self
+                    .order
+                    .range(start..)
+                    .skip(skip)
+                    .take(count)
+                    .map(|(Reverse(score), user)| Entry {
+                        user_id: user.to_string(),
+                        score: *score,
+                    })
+                    .collect();
+            }
+            return Vec::new();
+        }
+        Vec::new()
+    }
+}
+
+/// Every product's board order.
+#[derive(Debug, Default)]
+pub struct Ranking(HashMap<String, Board>);
+
+impl Ranking {
+    /// Adds a scored player (when loading).
+    pub fn add(&mut self, product: &str, score: i64, user: &str) {
+        self.board(product).add(score, user);
+    }
+
+    fn board(&mut self, product: &str) -> &mut Board {
+        if !self.0.contains_key(product) {
+            self.0.insert(product.to_string(), Board::default());
+        }
+        self.0.entry(product.to_string()).or_default()
+    }
+
+    /// Records score changes.
+    pub fn apply(&mut self, changes: &[RankChange]) {
+        for (product, user, before, after) in changes {
+            let board = self.board(product);
+            if let Some(old) = before {
+                board.remove(*old, user);
+            }
+            if let Some(new) = after {
+                board.add(*new, user);
+            }
+        }
+    }
+
+    /// The 1-based rank of `user` at `score`; `None` if not on the board.
+    pub fn rank(&self, product: &str, score: i64, user: &str) -> Option<u64> {
+        self.0.get(product)?.rank(score, user)
+    }
+
+    /// `count` entries from position `offset` (0-based) in board order.
+    pub fn window(&self, product: &str, offset: u64, count: usize) -> Vec<Entry> {
+        match self.0.get(product) {
+            Some(board) if count > 0 => board.window(offset, count),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Players on a product's board.
+    pub fn players(&self, product: &str) -> u64 {
+        self.0.get(product).map_or(0, |b| b.order.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rank and window agree with a plain sort, through score changes.
+    #[test]
+    fn ranks_and_windows_match_a_sorted_board() {
+        let mut ranking = Ranking::default();
+        let mut board: BTreeMap<String, i64> = BTreeMap::new();
+        let mut seed = 7u64;
+        for round in 0..4 {
+            let mut changes = Vec::new();
+            for _ in 0..150 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let user = format!("{}", (seed >> 33) % 120);
+                let score = ((seed >> 20) % 6) as i64 - round;
+                let before = board.insert(user.clone(), score);
+                changes.push(("p".to_string(), user, before, Some(score)));
+            }
+            ranking.apply(&changes);
+            let mut sorted: Vec<(&String, &i64)> = board.iter().collect();
+            sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            for (i, (user, score)) in sorted.iter().enumerate() {
+                assert_eq!(ranking.rank("p", **score, user), Some(i as u64 + 1));
+            }
+            for offset in [0, 1, 7, 50, sorted.len() as u64 - 1, sorted.len() as u64] {
+                let want: Vec<Entry> = sorted
+                    .iter()
+                    .skip(offset as usize)
+                    .take(10)
+                    .map(|(u, s)| Entry {
+                        user_id: (*u).clone(),
+                        score: **s,
+                    })
+                    .collect();
+                assert_eq!(ranking.window("p", offset, 10), want, "offset {offset}");
+            }
+            assert_eq!(ranking.players("p"), sorted.len() as u64);
+        }
+        assert_eq!(ranking.rank("p", 0, "nobody"), None);
+        assert!(ranking.window("other", 0, 10).is_empty());
+    }
+
+    #[test]
+    fn buckets_are_characters_not_bytes() {
+        let mut ranking = Ranking::default();
+        for user in ["é1", "éa", "e", "ü", "a"] {
+            ranking.add("p", 1, user);
+        }
+        let order: Vec<String> = ranking
+            .window("p", 0, 10)
+            .into_iter()
+            .map(|e| e.user_id)
+            .collect();
+        assert_eq!(order, ["a", "e", "é1", "éa", "ü"]);
+        assert_eq!(ranking.rank("p", 1, "éa"), Some(4));
+    }
+}
