@@ -103,7 +103,7 @@ impl App {
             .reserve_seat(product_id, game_id, &player.user_id, now_us())
             .await?
         {
-            SeatOutcome::Reserved(game) => game,
+            SeatOutcome::Reserved(game) => *game,
             SeatOutcome::NotFound => return Err(AppError::GameNotFound(game_id.to_string())),
             SeatOutcome::Refused(JoinRefusal::AlreadyJoined) => {
                 return Err(AppError::AlreadyJoined);

@@ -37,7 +37,7 @@ pub enum StorageError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeatOutcome {
     /// The seat is durably reserved; the game as it is now.
-    Reserved(Game),
+    Reserved(Box<Game>),
     /// No such game (or not of this product).
     NotFound,
     /// The game refused the player.

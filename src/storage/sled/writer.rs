@@ -418,7 +418,7 @@ impl Writer {
         }
         group.games_dirty = true;
         self.games.put(&mut group.games, game.clone())?;
-        Ok(SeatOutcome::Reserved(game))
+        Ok(SeatOutcome::Reserved(Box::new(game)))
     }
 
     /// Applies a matchmaker batch: each touched game is written once, with

@@ -1,0 +1,149 @@
+//! Scenarios 4 and 10, one run on one stored data set (1,000,000 players
+//! and 1,000,000 events by default, written by [`crate::populate`]):
+//! `top_ten` and a random player's rank under load (4), and how long the
+//! server takes to start on that data and how much memory it holds (10).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Env, get_load};
+use crate::common::TempDir;
+use crate::load::expect_ok;
+use crate::meter::{Probe, memory_mib, metric};
+use crate::populate::populate;
+use crate::report::Row;
+use crate::workload::Rng;
+use crate::{Context, PRODUCT, Res};
+
+/// Resident memory at most 300 MB.
+const RSS_TARGET: &str = "<=300MB";
+/// Listening within 3 s.
+const START_TARGET: &str = "<=3s";
+
+/// A row comparing resident memory (MiB) with [`RSS_TARGET`].
+fn rss_row(measured: &str, mib: f64, note: String) -> Row {
+    let mut row = Row::limit(10, measured, mib * 1.048_576, RSS_TARGET, 300.0);
+    row.rate = Some(mib);
+    row.unit = "MiB";
+    row.note = note;
+    row
+}
+
+/// A row comparing a start-up time with [`START_TARGET`].
+fn startup_row(measured: String, startup: Duration) -> Row {
+    let mut row = Row::limit(10, measured, startup.as_secs_f64(), START_TARGET, 3.0);
+    row.secs = startup.as_secs_f64();
+    row
+}
+
+/// 4 and 10: populates, starts, loads top_ten (and rank, with 4), stops,
+/// starts again.
+pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
+    let dir = TempDir::new();
+    let data = dir.0.join("db");
+    eprintln!(
+        "populating {} players and {} events ...",
+        env.opts.players, env.opts.events
+    );
+    let (took, summary) = populate(&data, env.opts.players, env.opts.events)?;
+    eprintln!("populated in {:.1} s: {summary}", took.as_secs_f64());
+    let mut rows = Vec::new();
+    let mut server = env.server(Some(&data))?;
+    let startup = server.startup;
+    let (rss_start, _) = memory_mib(server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_idle, _) = memory_mib(server.pid());
+
+    // Sanity: the board is there.
+    let url = format!("{}/leaderboards/top_ten/{PRODUCT}", server.base);
+    let top = expect_ok(env.http.get(&url).send().await).await?;
+    let top: Vec<Value> = serde_json::from_slice(&top).ctx("top_ten")?;
+    if top.len() != 10 {
+        return Err(format!("top_ten has {} entries", top.len()));
+    }
+
+    // Optionally scrape /metrics during the loads, as Prometheus would.
+    let scraper = env.opts.scrape_ms.map(|ms| {
+        let (http, base) = (env.http.clone(), server.base.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _ = metric(&http, &base, "none").await;
+            }
+        })
+    });
+    let cpu = Probe::start(&env.http, &server).await;
+    let mut load = get_load(env, move |_, _| url.clone(), |_| Ok(())).await;
+    let top_cpu = cpu.finish(&env.http, &server).await;
+    let (rss_after, hwm_after) = memory_mib(server.pid());
+    if env.opts.wants("top_ten") {
+        let mut row = Row::http(
+            4,
+            &format!(
+                "top_ten, {} players, {} conns",
+                env.opts.players, env.opts.conns
+            ),
+            &mut load,
+            "req/s",
+        );
+        top_cpu.fill(&mut row);
+        row.target(">=30000/s, p99<=5ms", Some(30_000.0), Some(5.0));
+        rows.push(row);
+
+        // Not a target: a random player's rank on the same board.
+        let players = env.opts.players;
+        let base = server.base.clone();
+        let cpu = Probe::start(&env.http, &server).await;
+        let player = move |task: usize, i: u64| {
+            let user = Rng::new(task as u64 * 7_000_003 + i).below(players);
+            format!("{base}/leaderboards/{PRODUCT}/players/{user}")
+        };
+        let mut load = get_load(env, player, |_| Ok(())).await;
+        let mut row = Row::http(4, "rank of a random player (no target)", &mut load, "req/s");
+        cpu.fill(&mut row, &env.http, &server).await;
+        rows.push(row);
+    }
+    let (rss_end, hwm_end) = memory_mib(server.pid());
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
+    server.stop();
+    drop(server);
+
+    if env.opts.wants("startup") {
+        let measured = format!(
+            "listening after start, {}p/{}ev",
+            env.opts.players, env.opts.events
+        );
+        let mut row = startup_row(measured, startup);
+        row.note = format!("first start after populating ({summary})");
+        rows.push(row);
+
+        // Again after a clean shutdown (SIGTERM).
+        let mut again = env.server(Some(&data))?;
+        let measured = "listening after restart (after SIGTERM)".to_string();
+        rows.push(startup_row(measured, again.startup));
+        again.stop();
+
+        rows.push(rss_row(
+            "RSS MiB: at listening / +1s idle",
+            rss_idle,
+            format!("at the listening line {rss_start:.0} MiB"),
+        ));
+        rows.push(rss_row(
+            "RSS MiB: after the top_ten load",
+            rss_after,
+            format!("peak so far (VmHWM) {hwm_after:.0} MiB"),
+        ));
+        if env.opts.wants("top_ten") {
+            let mut row = Row::new(10, "RSS MiB: after the rank load too");
+            row.rate = Some(rss_end);
+            row.unit = "MiB";
+            row.note = format!("peak (VmHWM) {hwm_end:.0} MiB; no target, for the cache growth");
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
