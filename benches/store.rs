@@ -1,65 +1,57 @@
-//! Store benchmarks through the library API (issue 4, part 2).
+//! Storage benchmarks through the ports (`varcade::app::ports`), on the sled
+//! backend (`varcade::storage::sled::SledStorage`).
 //!
-//! `cargo bench --bench store [-- FILTER]`. Each benchmark measures for 3 s
-//! with 20 samples. The 1,000,000-player board is populated once (bounded by
-//! `VARCADE_BENCH_POPULATE_SECS`, default 240 s; the number of players can be
-//! lowered with `VARCADE_BENCH_PLAYERS`) and reused by the board benchmarks.
-//! Every database lives in a temporary directory under
-//! `std::env::temp_dir()` that is removed at the end.
+//! This bench exists to measure what each use case pays the storage for one
+//! operation, without HTTP, JSON or a second process in the way, so that a
+//! change to the writer, the layout or the views shows up here first and
+//! the load generator's figures can be explained from these.
+//!
+//! ```text
+//! cargo bench --bench store                 # every benchmark, ~2 min (+30 s to write the board once)
+//! cargo bench --bench store -- board_1m     # some, by criterion's name filter
+//! ```
+//!
+//! Each benchmark measures for 3 s with 20 samples after 1 s of warm-up.
+//! Async operations run on a tokio multi-thread runtime (2 workers, as the
+//! machine has 2 cores) through `iter_custom` + `block_on`, so the time
+//! includes what a request handler waits for: the writer's queue, the
+//! group's flush, and for reads of sled the hop to the blocking pool.
+//!
+//! Every group has its own database (so no benchmark's data changes
+//! another's), in a temporary directory removed when the group ends, except
+//! the 1,000,000-player board: it is written once, through
+//! `Boards::apply_stats` in batches of 10,000 `game_over`, into
+//! `<target>/tmp/varcade-bench-board-v1-<players>` and reused by later runs
+//! (a run that stopped early resumes from the stored stats cursor). Delete
+//! that directory to rebuild it. `VARCADE_BENCH_PLAYERS` lowers the number of
+//! players, `VARCADE_BENCH_POPULATE_SECS` (default 600) bounds the time one
+//! run spends populating.
 
-use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use varcade::config::Config;
-use varcade::events::consumer::Consumer;
-use varcade::events::log::{self, LoggedEvent, StoredFrame};
-use varcade::events::matchmaker::Matchmaker;
-use varcade::game::{Game, State};
-use varcade::stats::board::{Boards, Overlay};
-use varcade::stats::consumer::Stats;
-use varcade::store::Store;
+use serde_json::json;
+use tokio::runtime::Runtime;
+use varcade::app::consumer::BATCH;
+use varcade::app::ports::{
+    Boards, ConsumerName, EventLog, GameStore, MatchmakerBatch, NewFrame, ScoringRules,
+    SeatOutcome, StatsBatch, StatsChange, Storage,
+};
+use varcade::domain::game::{Game, GameEvent, State};
+use varcade::domain::scoring::{Scoring, Wins};
+use varcade::domain::stats_rules::{self, StatsHandler};
+use varcade::infra::clock::now_us;
+use varcade::storage::sled::SledStorage;
 
 const PRODUCT: &str = "exrps";
-/// Events per consumer batch, as the server's consumer driver uses.
-const BATCH: usize = varcade::events::consumer::BATCH;
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "varcade-bench-{name}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A store in its own temporary directory (the store is dropped first).
-struct BenchStore {
-    store: Arc<Store>,
-    _dir: TempDir,
-}
-
-impl BenchStore {
-    fn new(name: &str) -> BenchStore {
-        let dir = TempDir::new(name);
-        let store = Store::open(&dir.0.join("db")).expect("open the store");
-        BenchStore { store, _dir: dir }
-    }
-}
+/// Game_over events per batch while populating the big board.
+const POPULATE_BATCH: u64 = 10_000;
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -82,7 +74,15 @@ impl Rng {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// splitmix64: spreads consecutive numbers over the whole range.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,10 +90,76 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn game(id: String, state: State, listing: Option<u64>) -> Game {
-    let now = varcade::game::now_us();
+fn config() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20)
+}
+
+/// A fresh database in a temporary directory (removed when it is closed).
+fn temporary() -> Arc<SledStorage> {
+    SledStorage::temporary().expect("open a temporary database")
+}
+
+/// Closes a database: flushes, stops the writer, and (for a temporary one)
+/// lets sled remove its directory.
+fn close(rt: &Runtime, storage: Arc<SledStorage>) {
+    rt.block_on(storage.close()).expect("close the database");
+    drop(storage);
+}
+
+/// Times `iters` sequential runs of `op(i)` on the runtime.
+fn timed<F, Fut>(rt: &Runtime, iters: u64, mut op: F) -> Duration
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    rt.block_on(async {
+        let started = Instant::now();
+        for i in 0..iters {
+            op(i).await;
+        }
+        started.elapsed()
+    })
+}
+
+/// Times `iters` runs of `op(i)` spread over `callers` concurrent tasks
+/// (caller `c` runs `i = c, c + callers, …`): the wall time until all are done.
+fn concurrent<F, Fut>(rt: &Runtime, iters: u64, callers: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    rt.block_on(async {
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..callers.min(iters) {
+            let op = op.clone();
+            tasks.spawn(async move {
+                let mut i = c;
+                while i < iters {
+                    op(i).await;
+                    i += callers;
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a caller task");
+        }
+        started.elapsed()
+    })
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A game as create_game stores it (`listing` set: as if listed by an event).
+fn game(state: State, listing: Option<u64>) -> Game {
+    let now = now_us();
     Game {
-        game_id: id,
+        game_id: new_id(),
         product_id: PRODUCT.into(),
         game_server_url: "http://127.0.0.1:8080".into(),
         creator_id: "17".into(),
@@ -111,8 +177,135 @@ fn game(id: String, state: State, listing: Option<u64>) -> Game {
     }
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// Stores `games` with 256 concurrent inserts (set-up, not measured).
+fn insert_all(rt: &Runtime, storage: &Arc<SledStorage>, games: Vec<Game>) {
+    rt.block_on(async {
+        let mut games = games.into_iter();
+        loop {
+            let chunk: Vec<Game> = games.by_ref().take(256).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for g in chunk {
+                let storage = storage.clone();
+                tasks.spawn(async move { storage.insert_game(g).await });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.expect("insert task").expect("insert a game");
+            }
+        }
+    })
+}
+
+/// The scoring rules the service builds for `exrps` (`leaderboard = "wins"`).
+fn wins_rule() -> ScoringRules {
+    let mut rules: BTreeMap<String, Box<dyn Scoring>> = BTreeMap::new();
+    rules.insert(PRODUCT.into(), Box::new(Wins));
+    Arc::new(rules)
+}
+
+/// Games: create, join, lobby page. Why: create_game and join_game are each
+/// one durable write through the writer, and open_games is a read of its
+/// published lobby; these are the floor of the lobby routes' latency.
+fn games(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("games");
+    group.throughput(Throughput::Elements(1));
+
+    let storage = temporary();
+    // One caller: every insert waits for its own flush.
+    group.bench_function("insert_game_durable_1_caller", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |_| {
+                let storage = storage.clone();
+                async move {
+                    storage
+                        .insert_game(game(State::Created, None))
+                        .await
+                        .expect("insert_game")
+                }
+            })
+        })
+    });
+    // 64 callers, as 64 HTTP connections: inserts that arrive while a flush
+    // runs share the next one (group commit). The time is per insert.
+    group.bench_function("insert_game_durable_64_callers", |b| {
+        b.iter_custom(|iters| {
+            let storage = storage.clone();
+            concurrent(&rt, iters, 64, move |_| {
+                let storage = storage.clone();
+                async move {
+                    storage
+                        .insert_game(game(State::Created, None))
+                        .await
+                        .expect("insert_game")
+                }
+            })
+        })
+    });
+
+    // The seat a join reserves, on a listed game of its own each time (the
+    // games are inserted before the measurement).
+    let listing = AtomicU64::new(1);
+    group.bench_function("reserve_seat_1_caller", |b| {
+        b.iter_custom(|iters| {
+            let games: Vec<Game> = (0..iters)
+                .map(|_| {
+                    let n = listing.fetch_add(1, Ordering::Relaxed);
+                    game(State::CreatorJoined, Some(n))
+                })
+                .collect();
+            let ids: Vec<String> = games.iter().map(|g| g.game_id.clone()).collect();
+            insert_all(&rt, &storage, games);
+            timed(&rt, iters, |i| {
+                let storage = storage.clone();
+                let id = ids[i as usize].clone();
+                async move {
+                    let outcome = storage
+                        .reserve_seat(PRODUCT, &id, "23", now_us())
+                        .await
+                        .expect("reserve_seat");
+                    assert!(matches!(outcome, SeatOutcome::Reserved(_)), "{outcome:?}");
+                }
+            })
+        })
+    });
+    close(&rt, storage);
+
+    // The lobby page the open_games route reads, with 1,000 listed games:
+    // a read of the view the writer published, no I/O.
+    let lobby = temporary();
+    insert_all(
+        &rt,
+        &lobby,
+        (0..1000)
+            .map(|n| game(State::CreatorJoined, Some(n + 1)))
+            .collect(),
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&lobby.open_games(PRODUCT, 39, 25))
+            .unwrap()
+            .as_array()
+            .map(Vec::len),
+        Some(25),
+        "1,000 games listed"
+    );
+    let mut rng = Rng(7);
+    group.bench_function("open_games_page25_of_1000", |b| {
+        b.iter(|| {
+            let page = rng.below(40);
+            black_box(lobby.open_games(PRODUCT, page, 25))
+        })
+    });
+    // The first and the last page: what skipping the listings before a page costs.
+    for page in [0, 39] {
+        group.bench_function(format!("open_games_page{page}_of_40"), |b| {
+            b.iter(|| black_box(lobby.open_games(PRODUCT, page, 25)))
+        });
+    }
+    group.finish();
+    close(&rt, lobby);
 }
 
 fn gameplay_event(rng: &mut Rng) -> String {
@@ -124,355 +317,529 @@ fn gameplay_event(rng: &mut Rng) -> String {
     )
 }
 
-fn game_over_event(rng: &mut Rng, players: u64) -> String {
-    let winner = rng.below(players);
-    let loser = (winner + 1 + rng.below(players - 1)) % players;
-    format!(
-        r#"{{"product_id":"exrps","game_id":"{}","type":"game_over","winner_id":"{winner}","loser_id":"{loser}"}}"#,
-        new_id()
-    )
-}
-
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(20)
-}
-
-/// Game records: create, join, lobby page.
-fn games(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("games");
-    group.throughput(Throughput::Elements(1));
-
-    let s = BenchStore::new("games");
-    group.bench_function("insert_game", |b| {
-        b.iter(|| s.store.insert_game(&game(new_id(), State::Created, None)))
-    });
-    // What create_game does per request when it is alone (no group commit).
-    group.bench_function("insert_game_then_flush_alone", |b| {
-        b.iter(|| {
-            s.store
-                .insert_game(&game(new_id(), State::Created, None))
-                .unwrap();
-            rt.block_on(s.store.flush()).unwrap();
-        })
-    });
-
-    let listing = std::sync::atomic::AtomicU64::new(1);
-    group.bench_function("reserve_seat_on_listed_game", |b| {
-        b.iter_custom(|iters| {
-            let ids: Vec<String> = (0..iters)
-                .map(|_| {
-                    let n = listing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let g = game(new_id(), State::CreatorJoined, Some(n));
-                    s.store.insert_game(&g).unwrap();
-                    g.game_id
-                })
-                .collect();
-            let started = Instant::now();
-            for id in &ids {
-                let joined = s.store.reserve_seat(PRODUCT, id, "23").unwrap();
-                black_box(joined.expect("a free seat"));
-            }
-            started.elapsed()
-        })
-    });
-
-    // The lobby page the open_games route reads, with 1,000 listed games.
-    let lobby = BenchStore::new("lobby");
-    for n in 0..1000 {
-        let g = game(new_id(), State::CreatorJoined, Some(n + 1));
-        lobby.store.insert_game(&g).unwrap();
-    }
-    let mut rng = Rng(7);
-    group.bench_function("open_games_page25_of_1000", |b| {
-        b.iter(|| {
-            let page = rng.below(40);
-            black_box(lobby.store.open_games(PRODUCT, page, 25))
-        })
-    });
-    // The first and the last page: what skipping the listings before a page costs.
-    for page in [0, 39] {
-        group.bench_function(format!("open_games_page{page}_of_40"), |b| {
-            b.iter(|| black_box(lobby.store.open_games(PRODUCT, page, 25)))
-        });
-    }
-    group.finish();
-}
-
-/// The event log: frames of 100 events.
+/// The event log: frames of 100 events. Why: every ingested frame is one
+/// append that is acknowledged only once durable, and both consumers read
+/// the log in batches of 512.
 fn event_log(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("log");
-    let s = BenchStore::new("log");
+    let log = temporary();
     let mut rng = Rng(11);
     let frame: Vec<String> = (0..100).map(|_| gameplay_event(&mut rng)).collect();
+    let submit = |log: Arc<SledStorage>, events: Vec<String>| async move {
+        log.submit(NewFrame {
+            events,
+            producer: None,
+        })
+        .await
+        .expect("submit")
+    };
 
     group.throughput(Throughput::Elements(100));
     group.bench_function("append_100_durable", |b| {
-        b.iter(|| rt.block_on(s.store.append(frame.clone(), None)).unwrap())
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |_| {
+                let pending = submit(log.clone(), frame.clone());
+                async move {
+                    pending.await.wait().await.expect("append");
+                }
+            })
+        })
     });
 
     // 16 frames in flight, as a pipelining WebSocket client has: they share
     // flushes (group commit).
     group.throughput(Throughput::Elements(1600));
     group.bench_function("append_100_durable_x16_in_flight", |b| {
-        b.iter(|| {
-            let pending: Vec<_> = (0..16)
-                .map(|_| s.store.submit(frame.clone(), None).unwrap())
-                .collect();
-            rt.block_on(async {
-                for p in pending {
-                    p.await.unwrap().unwrap();
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |_| {
+                let log = log.clone();
+                let frame = frame.clone();
+                async move {
+                    let mut pending = Vec::with_capacity(16);
+                    for _ in 0..16 {
+                        pending.push(submit(log.clone(), frame.clone()).await);
+                    }
+                    for p in pending {
+                        p.wait().await.expect("append");
+                    }
                 }
             })
         })
     });
 
-    // Store::append always flushes, so the no-flush variant is emulated: the
-    // same batch the committer writes (frame + next id), applied to another
-    // tree of the same database, without the fsync.
-    group.throughput(Throughput::Elements(100));
-    let tree = s.store.db.open_tree("bench_log").unwrap();
-    let mut next_id = 1u64;
-    group.bench_function("append_100_no_flush_emulated", |b| {
-        b.iter(|| {
-            let stored = StoredFrame {
-                ts_ms: varcade::game::now_us() / 1000,
-                events: frame.clone(),
-            };
-            let mut batch = sled::Batch::default();
-            batch.insert(
-                &log::frame_key(next_id),
-                postcard::to_stdvec(&stored).unwrap(),
-            );
-            next_id += 100;
-            batch.insert(log::NEXT_ID_KEY, &next_id.to_be_bytes());
-            tree.apply_batch(batch).unwrap();
-        })
-    });
-
+    // A consumer's read: 512 events (about 6 frames) after a cursor.
     group.throughput(Throughput::Elements(BATCH as u64));
-    while s.store.durable_id() < 100 * BATCH as u64 {
-        rt.block_on(s.store.append(frame.clone(), None)).unwrap();
-    }
-    let last = s.store.durable_id();
+    rt.block_on(async {
+        while *log.durable().borrow() < 100 * BATCH as u64 {
+            submit(log.clone(), frame.clone())
+                .await
+                .wait()
+                .await
+                .expect("append");
+        }
+    });
+    let last = *log.durable().borrow();
     let mut after = 0u64;
     group.bench_function("read_512_events", |b| {
-        b.iter(|| {
-            let events = log::read(&s.store.log, after, BATCH).unwrap();
-            after += BATCH as u64;
-            if after + BATCH as u64 > last {
-                after = 0;
-            }
-            black_box(events)
+        b.iter_custom(|iters| {
+            let froms: Vec<u64> = (0..iters)
+                .map(|_| {
+                    let from = after;
+                    after += BATCH as u64;
+                    if after + BATCH as u64 > last {
+                        after = 0;
+                    }
+                    from
+                })
+                .collect();
+            timed(&rt, iters, |i| {
+                let log = log.clone();
+                let from = froms[i as usize];
+                async move {
+                    let events = log.read(from, BATCH).await.expect("read");
+                    assert_eq!(events.len(), BATCH);
+                    black_box(events);
+                }
+            })
         })
     });
     group.finish();
+    close(&rt, log);
 }
 
-/// The 1,000,000-player board, populated once.
+/// The player id of index `k` on the big board.
+fn player(k: u64) -> String {
+    k.to_string()
+}
+
+/// Batch `i` of the big board: `POPULATE_BATCH` game_over whose losers are
+/// players `i * POPULATE_BATCH ..` (so after every batch each player has
+/// played) and whose winners are drawn with a heavy skew (index
+/// `floor(players * u^3)`, spread over the ids by a hash): a few players win
+/// thousands of games, most never win. The same `i` always gives the same
+/// batch.
+fn populate_batch(i: u64, players: u64) -> Vec<StatsChange> {
+    let mut rng = Rng(mix(i) | 1);
+    let losers = i * POPULATE_BATCH..((i + 1) * POPULATE_BATCH).min(players);
+    losers
+        .map(|loser| {
+            let skewed = (players as f64 * rng.unit().powi(3)) as u64;
+            let mut winner = mix(skewed) % players;
+            if winner == loser {
+                winner = (winner + 1) % players;
+            }
+            StatsChange::GameOver {
+                product: PRODUCT.into(),
+                winner: player(winner),
+                loser: player(loser),
+            }
+        })
+        .collect()
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Makes sure the big board's directory holds every batch (resuming from
+/// the stored stats cursor) and returns it with the number of players
+/// every batch so far has covered. The database is closed on return.
+fn populate(rt: &Runtime, players: u64) -> (PathBuf, u64) {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("varcade-bench-board-v1-{players}"));
+    let batches = players.div_ceil(POPULATE_BATCH);
+    let storage = match SledStorage::open(&dir, 4096) {
+        Ok(storage) => storage,
+        Err(e) => {
+            eprintln!(
+                "board: cannot reuse {} ({e}); writing it again",
+                dir.display()
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            SledStorage::open(&dir, 4096).expect("open the board directory")
+        }
+    };
+    let limit = Duration::from_secs(env_u64("VARCADE_BENCH_POPULATE_SECS", 600));
+    let started = Instant::now();
+    let done = rt.block_on(async {
+        let mut done = storage.cursor(ConsumerName::Stats).await.expect("cursor");
+        let from = done;
+        let scoring = wins_rule();
+        while done < batches && started.elapsed() < limit {
+            let changes = populate_batch(done, players);
+            done += 1;
+            storage
+                .apply_stats(StatsBatch {
+                    changes,
+                    scoring: scoring.clone(),
+                    cursor: done,
+                })
+                .await
+                .expect("apply_stats");
+        }
+        if done > from {
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "board: {} game_over applied in {secs:.1} s ({:.0}/s); {done} of {batches} batches in {}",
+                (done - from) * POPULATE_BATCH,
+                ((done - from) * POPULATE_BATCH) as f64 / secs,
+                dir.display()
+            );
+        } else {
+            eprintln!("board: reusing {}", dir.display());
+        }
+        done
+    });
+    close(rt, storage);
+    (dir, (done * POPULATE_BATCH).min(players))
+}
+
+/// The sum of the sizes of the files under `dir` (bytes).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Copies the closed database directory `from` into a new temporary one.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read the board directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// The board after populating, opened once for the read benchmarks.
 struct Board {
-    bench: BenchStore,
+    storage: Arc<SledStorage>,
+    /// Players `0..players` are on the board.
     players: u64,
 }
 
-/// Scores: `floor(1000 * u^3)` with u uniform, so low scores are common
-/// (10% of players at 0, half below 125), like a "wins" board; user ids are
-/// the decimal numbers 0..players.
-fn populate(players: u64) -> Board {
-    let bench = BenchStore::new("board");
-    let limit = std::env::var("VARCADE_BENCH_POPULATE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(240);
-    let deadline = Instant::now() + Duration::from_secs(limit);
-    let started = Instant::now();
-    let mut rng = Rng(3);
-    let mut done = 0;
-    while done < players && Instant::now() < deadline {
-        let end = (done + 10_000).min(players);
-        let mut overlay = Overlay::new(&bench.store);
-        for user in done..end {
-            let score = (1000.0 * rng.unit().powi(3)) as i64;
-            overlay
-                .set_score(PRODUCT, &user.to_string(), score)
-                .unwrap();
-        }
-        overlay.commit(0).unwrap();
-        done = end;
-    }
-    eprintln!(
-        "board: {done} players populated in {:.1} s ({:.0} players/s)",
-        started.elapsed().as_secs_f64(),
-        done as f64 / started.elapsed().as_secs_f64()
-    );
-    Board {
-        bench,
-        players: done,
-    }
-}
-
+/// The 1,000,000-player board. Why: top_ten, the windows and a player's rank
+/// are answered from the board order the writer keeps in memory (counts per
+/// score and id bucket, then a walk of one bucket; a rank also reads the
+/// player's record), and these show that they stay cheap at that size; the
+/// leaderboard update shows what a stats batch costs on a board that size.
 fn board(c: &mut Criterion) {
-    let players = std::env::var("VARCADE_BENCH_PLAYERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000u64);
-    let cell: OnceCell<Board> = OnceCell::new();
-    let get = || cell.get_or_init(|| populate(players));
+    let rt = runtime();
+    let players = env_u64("VARCADE_BENCH_PLAYERS", 1_000_000).max(2);
+    let populated: std::cell::OnceCell<(PathBuf, u64)> = std::cell::OnceCell::new();
+    let get_dir = || populated.get_or_init(|| populate(&rt, players)).clone();
+    let opened: std::cell::OnceCell<Board> = std::cell::OnceCell::new();
+    let get = || {
+        opened.get_or_init(|| {
+            let (dir, players) = get_dir();
+            let started = Instant::now();
+            let storage = SledStorage::open(&dir, 4096).expect("open the board");
+            eprintln!(
+                "board: opened in {:.2} s, {:.0} MiB on disk",
+                started.elapsed().as_secs_f64(),
+                dir_bytes(&dir) as f64 / (1 << 20) as f64
+            );
+            Board { storage, players }
+        })
+    };
     let mut group = c.benchmark_group("board_1m");
-    group.throughput(Throughput::Elements(1));
     let mut rng = Rng(5);
 
+    // A leaderboard update: what the stats consumer's batch costs on this
+    // board (on a copy, so the reused board stays as populated). First, so
+    // the copy is taken while the board is closed.
+    let copied: std::cell::OnceCell<(PathBuf, Arc<SledStorage>, u64)> = std::cell::OnceCell::new();
+    let scoring = wins_rule();
+    let mut cursor = 0u64;
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("apply_stats_512_game_over", |b| {
+        let (_, storage, players) = copied.get_or_init(|| {
+            let (dir, players) = get_dir();
+            let copy = std::env::temp_dir().join(format!("varcade-bench-board-copy-{}", new_id()));
+            copy_dir(&dir, &copy);
+            let storage = SledStorage::open(&copy, 4096).expect("open the copy");
+            cursor = rt
+                .block_on(storage.cursor(ConsumerName::Stats))
+                .expect("cursor");
+            (copy, storage, players)
+        });
+        b.iter_custom(|iters| {
+            let batches: Vec<StatsBatch> = (0..iters)
+                .map(|_| {
+                    cursor += 1;
+                    StatsBatch {
+                        changes: (0..BATCH)
+                            .map(|_| {
+                                let winner = rng.below(*players);
+                                let loser = (winner + 1 + rng.below(players - 1)) % players;
+                                StatsChange::GameOver {
+                                    product: PRODUCT.into(),
+                                    winner: player(winner),
+                                    loser: player(loser),
+                                }
+                            })
+                            .collect(),
+                        scoring: scoring.clone(),
+                        cursor,
+                    }
+                })
+                .collect();
+            let mut batches = batches.into_iter();
+            timed(&rt, iters, |_| {
+                let batch = batches.next().expect("a batch per iteration");
+                let storage = storage.clone();
+                async move { storage.apply_stats(batch).await.expect("apply_stats") }
+            })
+        });
+    });
+    if let Some((copy, storage, _)) = copied.into_inner() {
+        close(&rt, storage);
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    group.throughput(Throughput::Elements(1));
     group.bench_function("top10", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store);
-        b.iter(|| black_box(boards.window(PRODUCT, 0, 10).unwrap()))
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |_| async {
+                let top = board.storage.window(PRODUCT, 0, 10).await.expect("window");
+                assert_eq!(top.len(), 10);
+                black_box(top);
+            })
+        })
     });
     group.bench_function("window_offset_500k", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store);
-        b.iter(|| black_box(boards.window(PRODUCT, board.players / 2, 10).unwrap()))
+        let offset = board.players / 2;
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |_| async {
+                let window = board
+                    .storage
+                    .window(PRODUCT, offset, 10)
+                    .await
+                    .expect("window");
+                assert_eq!(window.len(), 10);
+                black_box(window);
+            })
+        })
     });
     group.bench_function("rank_random_player", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store);
-        b.iter(|| {
-            let user = rng.below(board.players).to_string();
-            black_box(boards.rank(PRODUCT, &user).unwrap())
+        b.iter_custom(|iters| {
+            let users: Vec<String> = (0..iters)
+                .map(|_| player(rng.below(board.players)))
+                .collect();
+            timed(&rt, iters, |i| {
+                let user = &users[i as usize];
+                async move {
+                    let rank = board.storage.rank(PRODUCT, user).await.expect("rank");
+                    black_box(rank.expect("a ranked player"));
+                }
+            })
         })
     });
-    // The most crowded bucket: score 0, user ids starting with "99".
-    group.bench_function("rank_crowded_bucket", |b| {
+    // The worst rank: the last player of the board, whose whole id bucket
+    // at the lowest score is walked.
+    let last: std::cell::OnceCell<String> = std::cell::OnceCell::new();
+    group.bench_function("rank_last_player_crowded_bucket", |b| {
         let board = get();
-        let boards = Boards(&board.bench.store);
-        let user = (0..board.players)
-            .rev()
-            .map(|u| u.to_string())
-            .find(|u| boards.score(PRODUCT, u).unwrap() == Some(0))
-            .expect("a player at 0");
-        b.iter(|| black_box(boards.rank(PRODUCT, &user).unwrap()))
-    });
-    let mut cursor = 1u64;
-    group.bench_function("set_score_one_then_commit", |b| {
-        let board = get();
-        b.iter(|| {
-            let mut overlay = Overlay::new(&board.bench.store);
-            let user = rng.below(board.players).to_string();
-            let score = overlay.score(PRODUCT, &user).unwrap().unwrap_or(0) + 1;
-            overlay.set_score(PRODUCT, &user, score).unwrap();
-            cursor += 1;
-            overlay.commit(cursor).unwrap();
-        })
-    });
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("set_score_512_then_commit", |b| {
-        let board = get();
-        b.iter(|| {
-            let mut overlay = Overlay::new(&board.bench.store);
-            for _ in 0..BATCH {
-                let user = rng.below(board.players).to_string();
-                let score = overlay.score(PRODUCT, &user).unwrap().unwrap_or(0) + 1;
-                overlay.set_score(PRODUCT, &user, score).unwrap();
-            }
-            cursor += 1;
-            overlay.commit(cursor).unwrap();
+        let last = last.get_or_init(|| {
+            let last = rt
+                .block_on(board.storage.window(PRODUCT, board.players - 1, 1))
+                .expect("window")
+                .pop()
+                .expect("a last player");
+            let (score, rank) = rt
+                .block_on(board.storage.rank(PRODUCT, &last.user_id))
+                .expect("rank")
+                .expect("ranked");
+            eprintln!(
+                "board: last player {} (score {score}, rank {rank})",
+                last.user_id
+            );
+            last.user_id
+        });
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |_| async {
+                black_box(board.storage.rank(PRODUCT, last).await.expect("rank"));
+            })
         })
     });
     group.finish();
+    if let Some(board) = opened.into_inner() {
+        close(&rt, board.storage);
+    }
 }
 
-/// The consumers' `apply` on batches of 512 events.
+/// One game_over among `players` as the stats consumer hands it to the
+/// backend for `exrps`: the score change and the `exrps` handler's counters.
+fn game_over_changes(
+    rng: &mut Rng,
+    players: u64,
+    handler: &dyn StatsHandler,
+    counters: bool,
+) -> Vec<StatsChange> {
+    let winner = rng.below(players);
+    let loser = (winner + 1 + rng.below(players - 1)) % players;
+    let mut changes = vec![StatsChange::GameOver {
+        product: PRODUCT.into(),
+        winner: player(winner),
+        loser: player(loser),
+    }];
+    if counters {
+        let event = json!({"product_id": PRODUCT, "game_id": "g", "type": "game_over",
+            "winner_id": player(winner), "loser_id": player(loser)});
+        for (user, counter, delta) in handler.handle(&event).expect("a readable game_over") {
+            changes.push(StatsChange::Count {
+                product: PRODUCT.into(),
+                user,
+                counter,
+                delta,
+            });
+        }
+    }
+    changes
+}
+
+/// The consumers' writes: a matchmaker batch and a stats batch of 512
+/// events. Why: the consumers' throughput is bounded by these writes (each
+/// is one atomic write with the cursor, through the writer).
 fn consumers(c: &mut Criterion) {
+    let rt = runtime();
     let mut group = c.benchmark_group("consumers");
     group.throughput(Throughput::Elements(BATCH as u64));
 
-    let s = BenchStore::new("matchmaker");
-    let mut matchmaker = Matchmaker::new(s.store.clone());
-    let mut id = 0u64;
-    group.bench_function("matchmaker_apply_512_state_change", |b| {
-        b.iter_custom(|iters| {
-            let mut batches = Vec::with_capacity(iters as usize);
-            for _ in 0..iters {
-                let batch: Vec<LoggedEvent> = (0..BATCH)
-                    .map(|_| {
-                        let g = game(new_id(), State::Created, None);
-                        s.store.insert_game(&g).unwrap();
-                        id += 1;
-                        LoggedEvent {
-                            id,
-                            ts_ms: varcade::game::now_us() / 1000,
-                            json: format!(
-                                r#"{{"product_id":"exrps","game_id":"{}","type":"state_change","new_state":"creator_joined"}}"#,
-                                g.game_id
-                            ),
-                        }
-                    })
-                    .collect();
-                batches.push(batch);
-            }
-            let started = Instant::now();
-            for batch in &batches {
-                matchmaker.apply(batch).unwrap();
-            }
-            started.elapsed()
-        })
-    });
-
-    let s = BenchStore::new("stats");
-    let products = Config::default().games;
-    let mut stats = Stats::new(s.store.clone(), &products);
-    let mut rng = Rng(13);
-    let mut id = 0u64;
-    let mut batch_of_game_over = |rng: &mut Rng| -> Vec<LoggedEvent> {
-        (0..BATCH)
-            .map(|_| {
-                id += 1;
-                LoggedEvent {
-                    id,
-                    ts_ms: 0,
-                    json: game_over_event(rng, 100_000),
-                }
+    // 512 state_change, each for a different game: created -> creator_joined
+    // (each game is listed). Set-up, not measured: the 512 games are
+    // inserted before, and removed after (a game_removed batch), so the
+    // lobby does not grow from one iteration to the next.
+    let store = temporary();
+    let mut event_id = 0u64;
+    let mut batch_of = |ids: &[String], event: GameEvent| {
+        let at_us = now_us();
+        let events = ids
+            .iter()
+            .map(|id| {
+                event_id += 1;
+                (
+                    event_id,
+                    at_us,
+                    id.clone(),
+                    PRODUCT.to_string(),
+                    event.clone(),
+                )
             })
-            .collect()
+            .collect();
+        MatchmakerBatch {
+            events,
+            cursor: event_id,
+        }
     };
-    // Every one of the 100,000 players has played before the measurement.
-    let warm = Instant::now();
-    for _ in 0..(100_000 / BATCH) {
-        stats.apply(&batch_of_game_over(&mut rng)).unwrap();
-    }
-    eprintln!(
-        "stats: {} game_over applied to warm up in {:.1} s",
-        100_000 / BATCH * BATCH,
-        warm.elapsed().as_secs_f64()
-    );
-    group.bench_function("stats_apply_512_game_over_100k_players", |b| {
+    group.bench_function("matchmaker_512_state_change", |b| {
         b.iter_custom(|iters| {
-            let batches: Vec<_> = (0..iters).map(|_| batch_of_game_over(&mut rng)).collect();
-            let started = Instant::now();
-            for batch in &batches {
-                stats.apply(batch).unwrap();
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let created: Vec<Game> = (0..BATCH).map(|_| game(State::Created, None)).collect();
+                let ids: Vec<String> = created.iter().map(|g| g.game_id.clone()).collect();
+                insert_all(&rt, &store, created);
+                let batch = batch_of(&ids, GameEvent::Move(Some(State::CreatorJoined)));
+                let storage = store.clone();
+                let mut batch = Some(batch);
+                total += timed(&rt, 1, |_| {
+                    let storage = storage.clone();
+                    let batch = batch.take().expect("one batch");
+                    async move {
+                        let applied = storage.apply_matchmaker(batch).await.expect("apply");
+                        assert_eq!(applied.len(), BATCH);
+                    }
+                });
+                let removed = batch_of(&ids, GameEvent::Remove);
+                rt.block_on(store.apply_matchmaker(removed))
+                    .expect("remove the games");
             }
-            started.elapsed()
+            total
         })
     });
+    close(&rt, store);
+
+    // 512 game_over among 100,000 players who have all played before, as
+    // the stats consumer sends them for exrps (score change + counters), and
+    // the score changes alone.
+    let stats = temporary();
+    let scoring = wins_rule();
+    let handler = stats_rules::REGISTRY
+        .make("exrps")
+        .expect("the exrps handler");
+    let mut rng = Rng(13);
+    let mut cursor = 0u64;
+    let mut batch_of_game_over = |rng: &mut Rng, events: usize, counters: bool| {
+        cursor += 1;
+        StatsBatch {
+            changes: (0..events)
+                .flat_map(|_| game_over_changes(rng, 100_000, handler.as_ref(), counters))
+                .collect(),
+            scoring: scoring.clone(),
+            cursor,
+        }
+    };
+    // Every one of the 100,000 players has played before the measurement
+    // (once, when the first stats benchmark runs).
+    let warmed = std::cell::Cell::new(false);
+    let warm_up =
+        |rng: &mut Rng, batch_of_game_over: &mut dyn FnMut(&mut Rng, usize, bool) -> StatsBatch| {
+            if warmed.replace(true) {
+                return;
+            }
+            let warm = Instant::now();
+            let warm_batches = 100_000 / BATCH;
+            for _ in 0..warm_batches {
+                let batch = batch_of_game_over(rng, BATCH, true);
+                rt.block_on(stats.apply_stats(batch)).expect("warm up");
+            }
+            eprintln!(
+                "stats: {} game_over applied to warm up in {:.1} s",
+                warm_batches * BATCH,
+                warm.elapsed().as_secs_f64()
+            );
+        };
+    let mut bench_stats = |name: &str, events: usize, counters: bool| {
+        group.throughput(Throughput::Elements(events as u64));
+        group.bench_function(name, |b| {
+            warm_up(&mut rng, &mut batch_of_game_over);
+            b.iter_custom(|iters| {
+                let batches: Vec<StatsBatch> = (0..iters)
+                    .map(|_| batch_of_game_over(&mut rng, events, counters))
+                    .collect();
+                let mut batches = batches.into_iter();
+                timed(&rt, iters, |_| {
+                    let batch = batches.next().expect("a batch per iteration");
+                    let stats = stats.clone();
+                    async move { stats.apply_stats(batch).await.expect("apply_stats") }
+                })
+            })
+        });
+    };
+    bench_stats("stats_512_game_over_100k_players", BATCH, true);
+    bench_stats("stats_512_game_over_100k_players_scores_only", BATCH, false);
     // The same events in batches 8 times larger (fewer, larger sled batches).
-    group.throughput(Throughput::Elements(8 * BATCH as u64));
-    group.bench_function("stats_apply_4096_game_over_100k_players", |b| {
-        b.iter_custom(|iters| {
-            let batches: Vec<Vec<LoggedEvent>> = (0..iters)
-                .map(|_| (0..8).flat_map(|_| batch_of_game_over(&mut rng)).collect())
-                .collect();
-            let started = Instant::now();
-            for batch in &batches {
-                stats.apply(batch).unwrap();
-            }
-            started.elapsed()
-        })
-    });
+    bench_stats("stats_4096_game_over_100k_players", 8 * BATCH, true);
     group.finish();
+    close(&rt, stats);
 }
 
 criterion_group! {

@@ -4,7 +4,7 @@
 //! passed in.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 
 /// Where a game is in its life (API.md "Game object").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -169,37 +169,68 @@ impl Game {
         removed
     }
 
-    fn settings_value(&self) -> Value {
-        serde_json::from_str(&self.settings).unwrap_or_else(|_| json!({}))
+    /// The listing form's fields, borrowed (the settings are embedded as
+    /// their stored JSON text, not parsed).
+    fn form(&self) -> Form<'_> {
+        let settings = serde_json::from_str::<&RawValue>(&self.settings)
+            .unwrap_or_else(|_| empty_settings());
+        Form {
+            creator_id: &self.creator_id,
+            creator_name: &self.creator_name,
+            game_id: &self.game_id,
+            game_server_url: &self.game_server_url,
+            players: &self.players,
+            product_id: &self.product_id,
+            settings,
+        }
     }
 
     /// The lobby listing form.
-    pub fn partial_json(&self) -> Value {
-        json!({
-            "game_id": self.game_id,
-            "product_id": self.product_id,
-            "game_server_url": self.game_server_url,
-            "creator_id": self.creator_id,
-            "creator_name": self.creator_name,
-            "players": self.players,
-            "settings": self.settings_value(),
-        })
+    pub fn partial_json(&self) -> String {
+        serde_json::to_string(&self.form()).unwrap_or_default()
     }
 
     /// The form returned to the creator and to joiners.
-    pub fn full_json(&self) -> Value {
-        let mut value = self.partial_json();
-        if let Some(map) = value.as_object_mut() {
-            map.insert("token".into(), json!(self.token));
-            map.insert("state".into(), json!(self.state.as_str()));
-            map.insert(
-                "_last_updated".into(),
-                json!(format_timestamp(self.last_updated_us)),
-            );
-            map.insert("target_game_server".into(), json!(self.target_game_server));
-        }
-        value
+    pub fn full_json(&self) -> String {
+        let full = FullForm {
+            last_updated: format_timestamp(self.last_updated_us),
+            form: self.form(),
+            state: self.state.as_str(),
+            target_game_server: &self.target_game_server,
+            token: &self.token,
+        };
+        serde_json::to_string(&full).unwrap_or_default()
     }
+}
+
+/// `{}` as a raw JSON value.
+fn empty_settings() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RawValue::from_string("{}".into()).unwrap_or_default())
+}
+
+/// The partial (listing) form of a game, as serialized.
+#[derive(Serialize)]
+struct Form<'a> {
+    creator_id: &'a str,
+    creator_name: &'a str,
+    game_id: &'a str,
+    game_server_url: &'a str,
+    players: &'a [String],
+    product_id: &'a str,
+    settings: &'a RawValue,
+}
+
+/// The full form: the listing form plus the private fields.
+#[derive(Serialize)]
+struct FullForm<'a> {
+    #[serde(rename = "_last_updated")]
+    last_updated: String,
+    #[serde(flatten)]
+    form: Form<'a>,
+    state: &'static str,
+    target_game_server: &'a str,
+    token: &'a str,
 }
 
 /// Formats µs since the epoch as the original did: `22-Nov-2026 (08:31:08.123456)`.
@@ -428,12 +459,19 @@ mod tests {
     #[test]
     fn json_forms() {
         let g = game(2);
-        let partial = g.partial_json();
+        let partial: serde_json::Value = serde_json::from_str(&g.partial_json()).unwrap();
         assert!(partial.get("token").is_none());
         assert_eq!(partial["settings"]["num_players"], 2);
-        let full = g.full_json();
+        assert_eq!(partial["players"], serde_json::json!(["1"]));
+        let full: serde_json::Value = serde_json::from_str(&g.full_json()).unwrap();
         assert_eq!(full["state"], "created");
         assert_eq!(full["target_game_server"], "127.0.0.1:8085");
+        assert_eq!(full["_last_updated"], "01-Jan-1970 (00:00:00.000000)");
+        assert_eq!(full["settings"], partial["settings"]);
+        let mut bad = g.clone();
+        bad.settings = "not json".into();
+        let partial: serde_json::Value = serde_json::from_str(&bad.partial_json()).unwrap();
+        assert_eq!(partial["settings"], serde_json::json!({}));
     }
 
     #[test]

@@ -9,8 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::Value;
+use axum::Router;
 
 use super::AppState;
 use super::error::ApiError;
@@ -33,10 +32,10 @@ async fn create_game(
     Path(product_id): Path<String>,
     player: Player,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     body?;
     let game = state.app.create_game(&product_id, player).await?;
-    Ok(Json(game.full_json()))
+    Ok(json(game.full_json()))
 }
 
 async fn join_game(
@@ -44,10 +43,15 @@ async fn join_game(
     Path((product_id, game_id)): Path<(String, String)>,
     player: Player,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     body?;
     let game = state.app.join_game(&product_id, &game_id, player).await?;
-    Ok(Json(game.full_json()))
+    Ok(json(game.full_json()))
+}
+
+/// A JSON text as a response.
+fn json(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 async fn open_games(
@@ -58,6 +62,5 @@ async fn open_games(
     state.app.product(&product_id)?;
     let count = uint_param(&query, "count")?;
     let page = uint_param(&query, "page")?;
-    let json = state.app.open_games(&product_id, count, page)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    Ok(json(state.app.open_games(&product_id, count, page)?))
 }

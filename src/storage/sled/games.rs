@@ -87,7 +87,7 @@ impl Games {
         self.by_state
             .insert((game.state, game.state_since_us, game.game_id.clone()));
         if let (true, Some(listing)) = (game.is_listed(), game.listing) {
-            let json: Arc<str> = game.partial_json().to_string().into();
+            let json: Arc<str> = game.partial_json().into();
             self.lobby
                 .entry(game.product_id.clone())
                 .or_default()
