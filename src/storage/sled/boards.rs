@@ -126,7 +126,7 @@ pub fn stats(
 /// cache starts again empty (about 250 bytes a record).
 const CACHE_PLAYERS: usize = 200_000;
 /// Unsaved records beyond which the writer checkpoints at once.
-pub const CHECKPOINT_PLAYERS: usize = 16_384;
+pub const CHECKPOINT_PLAYERS: usize = 65_536;
 
 /// Records by product, then user.
 type Records = HashMap<String, HashMap<String, PlayerRecord>>;

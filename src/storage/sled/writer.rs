@@ -40,7 +40,7 @@ const RETENTION_FRAMES: usize = 10_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Player records one group writes of a checkpoint in progress, so that a
 /// checkpoint never stalls the appends and seats that share its flush.
-const CHECKPOINT_CHUNK: usize = 256;
+const CHECKPOINT_CHUNK: usize = 1024;
 
 /// A checkpoint in progress: the sealed players still to write, and the
 /// stats cursor to store with the last of them.
@@ -112,8 +112,6 @@ pub struct Writer {
     /// The stats cursor as applied, and as last checkpointed.
     stats_cursor: u64,
     stats_saved: u64,
-    /// The stats cursor of the last checkpoint started.
-    stats_sealed: u64,
     last_checkpoint: Instant,
     checkpointing: Option<Checkpoint>,
     players: PlayerCache,
@@ -144,7 +142,7 @@ struct Group {
     log: ::sled::Batch,
     log_dirty: bool,
     /// Checkpoint records (and, with the last chunk, the cursor) to write.
-    checkpoint: Vec<::sled::Batch>,
+    checkpoint: Option<::sled::Batch>,
     /// The checkpoint completes with this group: its cursor.
     checkpointed: Option<u64>,
     ranks: Vec<RankChange>,
@@ -175,7 +173,6 @@ impl Writer {
             matchmaker_cursor: cursors.0,
             stats_cursor: cursors.1,
             stats_saved: cursors.1,
-            stats_sealed: cursors.1,
             last_checkpoint: Instant::now(),
             checkpointing: None,
             players: PlayerCache::default(),
@@ -244,7 +241,7 @@ impl Writer {
         if self.failure.is_none() && group.fatal.is_none() {
             self.checkpoint(&mut group);
         }
-        if idle && group.checkpoint.is_empty() {
+        if idle && group.checkpoint.is_none() {
             return false;
         }
         let failure = match (&self.failure, group.fatal.take()) {
@@ -282,7 +279,7 @@ impl Writer {
     /// Writes the group's batches and flushes (a group that wrote nothing,
     /// such as stats applied in memory or reads, needs no flush).
     fn commit(&mut self, group: &mut Group) -> Result<(), StorageError> {
-        if !(group.games_dirty || group.log_dirty || !group.checkpoint.is_empty() || group.close) {
+        if !(group.games_dirty || group.log_dirty || group.checkpoint.is_some() || group.close) {
             return Ok(());
         }
         if group.games_dirty {
@@ -293,7 +290,7 @@ impl Writer {
             let batch = std::mem::take(&mut group.log);
             self.trees.log.apply_batch(batch).map_err(db)?;
         }
-        for batch in std::mem::take(&mut group.checkpoint) {
+        if let Some(batch) = group.checkpoint.take() {
             self.trees.stats.apply_batch(batch).map_err(db)?;
         }
         self.flush()
@@ -309,52 +306,45 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a stats checkpoint when one is due (once a second, or when
-    /// many records wait) and stages the next chunk of the one in progress.
-    /// At close it stages everything unsaved, so a stop leaves nothing to
-    /// re-apply.
+    /// Starts a stats checkpoint when one is due (at close, once a second,
+    /// or when many records wait) and stages the next chunk of the one in
+    /// progress; at close, all of it.
     fn checkpoint(&mut self, group: &mut Group) {
-        loop {
-            if self.checkpointing.is_none() && self.stats_cursor > self.stats_sealed {
-                let due = group.close
-                    || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-                    || self.views.unsaved().waiting() >= boards::CHECKPOINT_PLAYERS;
-                if due {
-                    self.stats_sealed = self.stats_cursor;
-                    self.checkpointing = Some(Checkpoint {
-                        keys: self.views.unsaved().seal(),
-                        next: 0,
-                        cursor: self.stats_cursor,
-                    });
-                }
-            }
-            let Some(cp) = &mut self.checkpointing else {
-                return;
-            };
-            let end = match group.close {
-                true => cp.keys.len(),
-                false => (cp.next + CHECKPOINT_CHUNK).min(cp.keys.len()),
-            };
-            let mut batch = ::sled::Batch::default();
-            if let Err(e) = self
-                .views
-                .unsaved()
-                .stage(&cp.keys[cp.next..end], &mut batch)
-            {
-                group.fatal.get_or_insert(e);
-                return;
-            }
-            cp.next = end;
-            if cp.next == cp.keys.len() {
-                batch.insert(boards::CURSOR_KEY, &cp.cursor.to_be_bytes());
-                group.checkpointed = Some(cp.cursor);
-                self.checkpointing = None;
-            }
-            group.checkpoint.push(batch);
-            if !group.close || self.stats_cursor <= self.stats_sealed {
-                return;
+        if self.checkpointing.is_none() && self.stats_cursor > self.stats_saved {
+            let due = group.close
+                || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                || self.views.unsaved().waiting() >= boards::CHECKPOINT_PLAYERS;
+            if due {
+                self.checkpointing = Some(Checkpoint {
+                    keys: self.views.unsaved().seal(),
+                    next: 0,
+                    cursor: self.stats_cursor,
+                });
             }
         }
+        let Some(cp) = &mut self.checkpointing else {
+            return;
+        };
+        let end = match group.close {
+            true => cp.keys.len(),
+            false => (cp.next + CHECKPOINT_CHUNK).min(cp.keys.len()),
+        };
+        let mut batch = ::sled::Batch::default();
+        if let Err(e) = self
+            .views
+            .unsaved()
+            .stage(&cp.keys[cp.next..end], &mut batch)
+        {
+            group.fatal.get_or_insert(e);
+            return;
+        }
+        cp.next = end;
+        if cp.next == cp.keys.len() {
+            batch.insert(boards::CURSOR_KEY, &cp.cursor.to_be_bytes());
+            group.checkpointed = Some(cp.cursor);
+            self.checkpointing = None;
+        }
+        group.checkpoint = Some(batch);
     }
 
     /// Publishes the views after a successful flush (and, once a second,
