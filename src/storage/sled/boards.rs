@@ -196,35 +196,24 @@ impl Unsaved {
         }
     }
 
-    /// Seals the open records for a checkpoint (new changes go to a fresh
-    /// `open`); returns the sealed players, to be written in chunks.
-    pub fn seal(&self) -> Vec<(String, String)> {
+    /// Seals the open records and stages them, with `cursor`, into a batch.
+    pub fn seal(&self, cursor: u64) -> Result<::sled::Batch, StorageError> {
         let taken = std::mem::take(&mut *self.open.write().unwrap_or_else(|p| p.into_inner()));
-        let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
-        let mut keys = Vec::new();
-        for (product, players) in taken {
-            keys.extend(players.keys().map(|user| (product.clone(), user.clone())));
-            sealed.entry(product).or_default().extend(players);
-        }
-        keys
-    }
-
-    /// Stages the sealed records of `keys` into `batch`.
-    pub fn stage(
-        &self,
-        keys: &[(String, String)],
-        batch: &mut ::sled::Batch,
-    ) -> Result<(), StorageError> {
-        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
-        for (product, user) in keys {
-            if let Some(record) = lookup(&sealed, product, user) {
-                batch.insert(
+        let mut writes = ::sled::Batch::default();
+        for (product, players) in &taken {
+            for (user, record) in players {
+                writes.insert(
                     player_key(product, user),
                     postcard::to_stdvec(record).map_err(codec)?,
                 );
             }
         }
-        Ok(())
+        writes.insert(CURSOR_KEY, &cursor.to_be_bytes());
+        let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+        for (product, players) in taken {
+            sealed.entry(product).or_default().extend(players);
+        }
+        Ok(writes)
     }
 
     /// After the checkpoint's flush: the sealed records are in sled; they
@@ -395,13 +384,8 @@ mod tests {
         check(&unsaved);
         assert!(tree.get(CURSOR_KEY).unwrap().is_none(), "not checkpointed");
         assert_eq!(unsaved.waiting(), 2);
-        let keys = unsaved.seal();
-        assert_eq!((keys.len(), unsaved.waiting()), (2, 0));
-        check(&unsaved);
-        let mut batch = ::sled::Batch::default();
-        unsaved.stage(&keys, &mut batch).unwrap();
-        batch.insert(CURSOR_KEY, &9u64.to_be_bytes());
-        tree.apply_batch(batch).unwrap();
+        tree.apply_batch(unsaved.seal(9).unwrap()).unwrap();
+        assert_eq!(unsaved.waiting(), 0);
         check(&unsaved);
         unsaved.saved(&mut cache);
         check(&unsaved);

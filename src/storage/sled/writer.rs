@@ -38,17 +38,6 @@ const LINGER: Duration = Duration::from_micros(700);
 const RETENTION_FRAMES: usize = 10_000;
 /// How often unsaved stats are checkpointed (also when the writer is idle).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// Player records one group writes of a checkpoint in progress, so that a
-/// checkpoint never stalls the appends and seats that share its flush.
-const CHECKPOINT_CHUNK: usize = 1024;
-
-/// A checkpoint in progress: the sealed players still to write, and the
-/// stats cursor to store with the last of them.
-struct Checkpoint {
-    keys: Vec<(String, String)>,
-    next: usize,
-    cursor: u64,
-}
 
 /// Where a job's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -113,7 +102,6 @@ pub struct Writer {
     stats_cursor: u64,
     stats_saved: u64,
     last_checkpoint: Instant,
-    checkpointing: Option<Checkpoint>,
     players: PlayerCache,
     views: std::sync::Arc<Views>,
     failure: Option<String>,
@@ -141,10 +129,8 @@ struct Group {
     games_dirty: bool,
     log: ::sled::Batch,
     log_dirty: bool,
-    /// Checkpoint records (and, with the last chunk, the cursor) to write.
-    checkpoint: Option<::sled::Batch>,
-    /// The checkpoint completes with this group: its cursor.
-    checkpointed: Option<u64>,
+    /// A stats checkpoint: its batch and cursor.
+    checkpoint: Option<(::sled::Batch, u64)>,
     ranks: Vec<RankChange>,
     answers: Vec<Held>,
     appends: Vec<Instant>,
@@ -174,7 +160,6 @@ impl Writer {
             stats_cursor: cursors.1,
             stats_saved: cursors.1,
             last_checkpoint: Instant::now(),
-            checkpointing: None,
             players: PlayerCache::default(),
             views,
             failure: None,
@@ -194,11 +179,7 @@ impl Writer {
                 self.publish(Vec::new());
                 let mut last_group = 0;
                 loop {
-                    let wait = match self.checkpointing {
-                        Some(_) => Duration::from_millis(1),
-                        None => CHECKPOINT_EVERY,
-                    };
-                    let first = match jobs.recv_timeout(wait) {
+                    let first = match jobs.recv_timeout(CHECKPOINT_EVERY) {
                         Ok(job) => job,
                         Err(flume::RecvTimeoutError::Timeout) => {
                             self.run(Vec::new());
@@ -251,7 +232,7 @@ impl Writer {
         };
         match &failure {
             None => {
-                if let Some(cursor) = group.checkpointed.take() {
+                if let Some((_, cursor)) = group.checkpoint.take() {
                     self.views.unsaved().saved(&mut self.players);
                     self.stats_saved = cursor;
                     self.last_checkpoint = Instant::now();
@@ -290,7 +271,8 @@ impl Writer {
             let batch = std::mem::take(&mut group.log);
             self.trees.log.apply_batch(batch).map_err(db)?;
         }
-        if let Some(batch) = group.checkpoint.take() {
+        if let Some((batch, _)) = &mut group.checkpoint {
+            let batch = std::mem::take(batch);
             self.trees.stats.apply_batch(batch).map_err(db)?;
         }
         self.flush()
@@ -306,45 +288,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a stats checkpoint when one is due (at close, once a second,
-    /// or when many records wait) and stages the next chunk of the one in
-    /// progress; at close, all of it.
+    /// Stages a stats checkpoint when one is due: at close, once a second,
+    /// or when many records wait.
     fn checkpoint(&mut self, group: &mut Group) {
-        if self.checkpointing.is_none() && self.stats_cursor > self.stats_saved {
-            let due = group.close
-                || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-                || self.views.unsaved().waiting() >= boards::CHECKPOINT_PLAYERS;
-            if due {
-                self.checkpointing = Some(Checkpoint {
-                    keys: self.views.unsaved().seal(),
-                    next: 0,
-                    cursor: self.stats_cursor,
-                });
+        if self.stats_cursor <= self.stats_saved {
+            return;
+        }
+        let due = group.close
+            || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+            || self.views.unsaved().waiting() >= boards::CHECKPOINT_PLAYERS;
+        if !due {
+            return;
+        }
+        match self.views.unsaved().seal(self.stats_cursor) {
+            Ok(batch) => group.checkpoint = Some((batch, self.stats_cursor)),
+            Err(e) => {
+                group.fatal.get_or_insert(e);
             }
         }
-        let Some(cp) = &mut self.checkpointing else {
-            return;
-        };
-        let end = match group.close {
-            true => cp.keys.len(),
-            false => (cp.next + CHECKPOINT_CHUNK).min(cp.keys.len()),
-        };
-        let mut batch = ::sled::Batch::default();
-        if let Err(e) = self
-            .views
-            .unsaved()
-            .stage(&cp.keys[cp.next..end], &mut batch)
-        {
-            group.fatal.get_or_insert(e);
-            return;
-        }
-        cp.next = end;
-        if cp.next == cp.keys.len() {
-            batch.insert(boards::CURSOR_KEY, &cp.cursor.to_be_bytes());
-            group.checkpointed = Some(cp.cursor);
-            self.checkpointing = None;
-        }
-        group.checkpoint = Some(batch);
     }
 
     /// Publishes the views after a successful flush (and, once a second,
