@@ -243,11 +243,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// A consumer's cursor: the id of the last event it applied.
     async fn cursor(&self, consumer: ConsumerName) -> Result<u64, StorageError>;
 
-    /// Drops events appended before `before_ms` that every consumer has
-    /// applied durably (a backend that writes a consumer's effects back
-    /// keeps what a crash would make it apply again); returns how many
-    /// were dropped, at most a bounded number per call.
-    async fn drop_applied(&self, before_ms: u64) -> Result<u64, StorageError>;
+    /// Drops events at or below `upto` appended before `before_ms`;
+    /// returns how many were dropped.
+    async fn drop_before(&self, upto: u64, before_ms: u64) -> Result<u64, StorageError>;
 }
 
 /// Leaderboards and player stats.

@@ -1,11 +1,11 @@
-//! Retention: events every consumer has durably applied are dropped once
-//! they are older than the retention window, so the log does not grow
-//! forever.
+//! Retention: events every consumer has applied are dropped once they are
+//! older than the retention window, so the log does not grow forever.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::App;
+use super::ports::ConsumerName;
 use crate::infra::clock::now_us;
 use crate::infra::shutdown::Shutdown;
 
@@ -19,11 +19,21 @@ pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.recv() => return,
         }
+        let mut upto = u64::MAX;
+        for consumer in ConsumerName::ALL {
+            match app.storage.cursor(consumer).await {
+                Ok(cursor) => upto = upto.min(cursor),
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention cannot read a cursor");
+                    upto = 0;
+                }
+            }
+        }
         let before_ms = (now_us() / 1000).saturating_sub(window.as_millis() as u64);
         loop {
-            match app.storage.drop_applied(before_ms).await {
+            match app.storage.drop_before(upto, before_ms).await {
                 Ok(0) => break,
-                Ok(n) => tracing::info!(events = n, "retention dropped old events"),
+                Ok(n) => tracing::info!(events = n, upto, "retention dropped old events"),
                 Err(e) => {
                     tracing::warn!(error = %e, "retention failed");
                     break;

@@ -2,21 +2,17 @@
 //! the reads, and the writer's application of a stats batch.
 //!
 //! Per product and player the tree keeps `p<product>\0<user>` → the
-//! player's record: score and stats counters (postcard). The board order
-//! lives only in memory ([`super::ranking::Ranking`], rebuilt from the
-//! records at open), so a score change costs no order keys.
-//!
-//! Stats are a function of durable events only, so they are written back
-//! rather than through: the writer applies a batch to [`Unsaved`] records
-//! in memory (which readers see), and about once a second, or when many
-//! records wait, writes a checkpoint: every unsaved record once, with the
-//! stats cursor `c`, in one atomic batch, then flushes. A player touched by
-//! many games between checkpoints is written once. After a crash the
-//! consumer resumes from the checkpointed cursor and re-applies the events
-//! since, which gives exactly the same state; retention keeps those events.
+//! player's record: score and stats counters (postcard), so a game writes
+//! one key per player. The board order lives only in memory
+//! ([`super::ranking::Ranking`], rebuilt from the records at open), so a
+//! score change costs no order keys. The stats cursor is `c`; only the
+//! writer writes this tree, one atomic batch per stats batch (with the
+//! cursor) in which every touched record is written once. Reads of a record
+//! see what the writer applied, which may be just ahead of the flush: every
+//! stats change is a function of durable events only, so a crash re-derives
+//! exactly the same state.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,18 +75,9 @@ pub fn load_ranking(tree: &::sled::Tree) -> Result<Ranking, StorageError> {
 /// A player's record (default when unknown).
 pub fn player(
     tree: &::sled::Tree,
-    unsaved: &Unsaved,
     product: &str,
     user: &str,
 ) -> Result<PlayerRecord, StorageError> {
-    if let Some(record) = unsaved.get(product, user) {
-        return Ok(record);
-    }
-    stored(tree, product, user)
-}
-
-/// A player's record as checkpointed (default when unknown).
-fn stored(tree: &::sled::Tree, product: &str, user: &str) -> Result<PlayerRecord, StorageError> {
     match tree.get(player_key(product, user)).map_err(db)? {
         Some(v) => postcard::from_bytes(&v).map_err(codec),
         None => Ok(PlayerRecord::default()),
@@ -100,12 +87,11 @@ fn stored(tree: &::sled::Tree, product: &str, user: &str) -> Result<PlayerRecord
 /// A player's score and 1-based rank.
 pub fn rank(
     tree: &::sled::Tree,
-    unsaved: &Unsaved,
-    ranking: &RwLock<Ranking>,
+    ranking: &std::sync::RwLock<Ranking>,
     product: &str,
     user: &str,
 ) -> Result<Option<(i64, u64)>, StorageError> {
-    let Some(score) = player(tree, unsaved, product, user)?.score else {
+    let Some(score) = player(tree, product, user)?.score else {
         return Ok(None);
     };
     let ranking = ranking.read().unwrap_or_else(|p| p.into_inner());
@@ -113,37 +99,28 @@ pub fn rank(
 }
 
 /// A player's counters (empty when none).
-pub fn stats(
-    tree: &::sled::Tree,
-    unsaved: &Unsaved,
-    product: &str,
-    user: &str,
-) -> Result<Counters, StorageError> {
-    Ok(player(tree, unsaved, product, user)?.counters)
+pub fn stats(tree: &::sled::Tree, product: &str, user: &str) -> Result<Counters, StorageError> {
+    Ok(player(tree, product, user)?.counters)
 }
 
 /// Most player records the writer keeps in [`PlayerCache`]; beyond it the
 /// cache starts again empty (about 250 bytes a record).
 const CACHE_PLAYERS: usize = 200_000;
-/// Unsaved records beyond which the writer checkpoints at once.
-pub const CHECKPOINT_PLAYERS: usize = 65_536;
 
-/// Records by product, then user.
-type Records = HashMap<String, HashMap<String, PlayerRecord>>;
-
-fn lookup<'a>(records: &'a Records, product: &str, user: &str) -> Option<&'a PlayerRecord> {
-    records.get(product)?.get(user)
-}
-
-/// Checkpointed player records the writer read or wrote recently, so that
-/// a batch does not read them back from sled. Only the writer holds it.
+/// Player records as the writer last wrote or read them, so that a batch
+/// does not read recently touched players back from sled. Only the writer
+/// holds it, and it writes every record it caches, so it is never stale.
 #[derive(Default)]
 pub struct PlayerCache {
-    records: Records,
+    records: HashMap<String, HashMap<String, PlayerRecord>>,
     len: usize,
 }
 
 impl PlayerCache {
+    fn get(&self, product: &str, user: &str) -> Option<&PlayerRecord> {
+        self.records.get(product)?.get(user)
+    }
+
     fn put(&mut self, product: String, user: String, record: PlayerRecord) {
         if self.len >= CACHE_PLAYERS {
             self.records.clear();
@@ -161,79 +138,11 @@ impl PlayerCache {
     }
 }
 
-/// Records applied but not yet checkpointed, shared with readers: `open`
-/// takes new changes; a checkpoint seals it, writes the sealed records to
-/// sled, and drops them only once the flush made them durable, so a reader
-/// always finds a player's latest record in one of the three places.
-#[derive(Default)]
-pub struct Unsaved {
-    open: RwLock<Records>,
-    sealed: RwLock<Records>,
-}
-
-impl Unsaved {
-    /// A player's unsaved record.
-    pub fn get(&self, product: &str, user: &str) -> Option<PlayerRecord> {
-        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(record) = lookup(&open, product, user) {
-            return Some(record.clone());
-        }
-        drop(open);
-        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
-        lookup(&sealed, product, user).cloned()
-    }
-
-    /// How many players wait in `open`.
-    pub fn waiting(&self) -> usize {
-        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
-        open.values().map(HashMap::len).sum()
-    }
-
-    fn publish(&self, records: Vec<(String, String, PlayerRecord)>) {
-        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-        for (product, user, record) in records {
-            open.entry(product).or_default().insert(user, record);
-        }
-    }
-
-    /// Seals the open records and stages them, with `cursor`, into a batch.
-    pub fn seal(&self, cursor: u64) -> Result<::sled::Batch, StorageError> {
-        let taken = std::mem::take(&mut *self.open.write().unwrap_or_else(|p| p.into_inner()));
-        let mut writes = ::sled::Batch::default();
-        for (product, players) in &taken {
-            for (user, record) in players {
-                writes.insert(
-                    player_key(product, user),
-                    postcard::to_stdvec(record).map_err(codec)?,
-                );
-            }
-        }
-        writes.insert(CURSOR_KEY, &cursor.to_be_bytes());
-        let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
-        for (product, players) in taken {
-            sealed.entry(product).or_default().extend(players);
-        }
-        Ok(writes)
-    }
-
-    /// After the checkpoint's flush: the sealed records are in sled; they
-    /// move to the writer's cache.
-    pub fn saved(&self, cache: &mut PlayerCache) {
-        let sealed = std::mem::take(&mut *self.sealed.write().unwrap_or_else(|p| p.into_inner()));
-        for (product, players) in sealed {
-            for (user, record) in players {
-                cache.put(product.clone(), user, record);
-            }
-        }
-    }
-}
-
-/// The players a batch touches: each record is looked up once (unsaved,
-/// then cached, then sled), changed in memory, and published once.
+/// The players a batch touches: each record is read once, changed in
+/// memory, and written once.
 struct Overlay<'a> {
     tree: &'a ::sled::Tree,
     cache: &'a PlayerCache,
-    unsaved: &'a Unsaved,
     /// By (product, user): (score before the batch, record now).
     players: HashMap<(String, String), (Option<i64>, PlayerRecord)>,
 }
@@ -242,12 +151,9 @@ impl Overlay<'_> {
     fn player(&mut self, product: &str, user: &str) -> Result<&mut PlayerRecord, StorageError> {
         let id = (product.to_string(), user.to_string());
         if !self.players.contains_key(&id) {
-            let record = match self.unsaved.get(product, user) {
-                Some(record) => record,
-                None => match lookup(&self.cache.records, product, user) {
-                    Some(record) => record.clone(),
-                    None => stored(self.tree, product, user)?,
-                },
+            let record = match self.cache.get(product, user) {
+                Some(record) => record.clone(),
+                None => player(self.tree, product, user)?,
             };
             self.players.insert(id.clone(), (record.score, record));
         }
@@ -258,18 +164,17 @@ impl Overlay<'_> {
     }
 }
 
-/// Applies a stats batch to the unsaved records (readers see it at once).
-/// Returns the score changes to record in the board order.
+/// Applies a stats batch to the tree: every touched record and order key
+/// once, and the cursor, in one atomic sled batch. Returns the score
+/// changes to record in the rank counts once the batch is flushed.
 pub fn apply(
     tree: &::sled::Tree,
-    cache: &PlayerCache,
-    unsaved: &Unsaved,
+    cache: &mut PlayerCache,
     batch: StatsBatch,
 ) -> Result<Vec<RankChange>, StorageError> {
     let mut overlay = Overlay {
         tree,
         cache,
-        unsaved,
         players: HashMap::new(),
     };
     for change in &batch.changes {
@@ -305,15 +210,24 @@ pub fn apply(
             }
         }
     }
+    let mut writes = ::sled::Batch::default();
     let mut changes = Vec::new();
-    let mut records = Vec::with_capacity(overlay.players.len());
+    let mut written = Vec::with_capacity(overlay.players.len());
     for ((product, user), (before, record)) in overlay.players {
+        writes.insert(
+            player_key(&product, &user),
+            postcard::to_stdvec(&record).map_err(codec)?,
+        );
         if before != record.score {
             changes.push((product.clone(), user.clone(), before, record.score));
         }
-        records.push((product, user, record));
+        written.push((product, user, record));
     }
-    unsaved.publish(records);
+    writes.insert(CURSOR_KEY, &batch.cursor.to_be_bytes());
+    tree.apply_batch(writes).map_err(db)?;
+    for (product, user, record) in written {
+        cache.put(product, user, record);
+    }
     Ok(changes)
 }
 
@@ -362,33 +276,15 @@ mod tests {
             scoring: scoring(),
             cursor: 9,
         };
-        let unsaved = Unsaved::default();
-        let mut cache = PlayerCache::default();
-        let changes = apply(&tree, &cache, &unsaved, batch).unwrap();
+        let changes = apply(&tree, &mut PlayerCache::default(), batch).unwrap();
         ranking.write().unwrap().apply(&changes);
-        let check = |unsaved: &Unsaved| {
-            assert_eq!(
-                rank(&tree, unsaved, &ranking, "p", "1").unwrap(),
-                Some((2, 1))
-            );
-            assert_eq!(
-                rank(&tree, unsaved, &ranking, "p", "2").unwrap(),
-                Some((0, 2))
-            );
-            assert_eq!(rank(&tree, unsaved, &ranking, "p", "3").unwrap(), None);
-            let counters = stats(&tree, unsaved, "p", "1").unwrap();
-            assert_eq!(counters.get("wins"), Some(&2));
-            assert_eq!(counters.get("losses"), Some(&0));
-            assert!(stats(&tree, unsaved, "p", "3").unwrap().is_empty());
-        };
-        check(&unsaved);
-        assert!(tree.get(CURSOR_KEY).unwrap().is_none(), "not checkpointed");
-        assert_eq!(unsaved.waiting(), 2);
-        tree.apply_batch(unsaved.seal(9).unwrap()).unwrap();
-        assert_eq!(unsaved.waiting(), 0);
-        check(&unsaved);
-        unsaved.saved(&mut cache);
-        check(&unsaved);
+        assert_eq!(rank(&tree, &ranking, "p", "1").unwrap(), Some((2, 1)));
+        assert_eq!(rank(&tree, &ranking, "p", "2").unwrap(), Some((0, 2)));
+        assert_eq!(rank(&tree, &ranking, "p", "3").unwrap(), None);
+        let counters = stats(&tree, "p", "1").unwrap();
+        assert_eq!(counters.get("wins"), Some(&2));
+        assert_eq!(counters.get("losses"), Some(&0));
+        assert!(stats(&tree, "p", "3").unwrap().is_empty());
         assert_eq!(
             tree.get(CURSOR_KEY).unwrap().unwrap().as_ref(),
             9u64.to_be_bytes()

@@ -59,6 +59,7 @@ pub struct SledStorage {
     views: Arc<Views>,
     log: ::sled::Tree,
     stats: ::sled::Tree,
+    games: ::sled::Tree,
     layout_version: u32,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -168,13 +169,14 @@ impl SledStorage {
             cursor(&trees.stats, boards::CURSOR_KEY)?,
         );
         let ranking = boards::load_ranking(&trees.stats).map_err(|e| corrupt(e.to_string()))?;
-        let views = Arc::new(Views::new(ranking, log_state.last_id(), cursors));
+        let views = Arc::new(Views::new(ranking, log_state.last_id()));
         let (jobs, queue) = flume::bounded(max_pending.max(1));
         let storage = SledStorage {
             jobs,
             views: views.clone(),
             log: trees.log.clone(),
             stats: trees.stats.clone(),
+            games: trees.games.clone(),
             layout_version,
             writer: Mutex::new(None),
         };
@@ -226,6 +228,7 @@ impl SledStorage {
             log: self.log.clone(),
             stats: self.stats.clone(),
             views: self.views.clone(),
+            games: self.games.clone(),
         };
         tokio::task::spawn_blocking(move || f(&reads))
             .await
@@ -238,6 +241,7 @@ struct SledReads {
     log: ::sled::Tree,
     stats: ::sled::Tree,
     views: Arc<Views>,
+    games: ::sled::Tree,
 }
 
 fn stopped() -> StorageError {
@@ -364,15 +368,28 @@ impl EventLog for SledStorage {
     }
 
     async fn cursor(&self, consumer: ConsumerName) -> Result<u64, StorageError> {
-        Ok(self.views.cursor(consumer))
+        self.read(move |r| {
+            let (tree, key) = match consumer {
+                ConsumerName::Matchmaker => (&r.games, games::cursor_key(consumer.as_str())),
+                ConsumerName::Stats => (&r.stats, boards::CURSOR_KEY.to_vec()),
+            };
+            let value = tree
+                .get(key)
+                .map_err(|e| StorageError::Failed(e.to_string()))?;
+            Ok(games::decode_cursor(value.as_deref()))
+        })
+        .await
     }
 
-    async fn drop_applied(&self, before_ms: u64) -> Result<u64, StorageError> {
-        answer(
-            self.job(|reply| Job::DropApplied { before_ms, reply })
-                .await?,
-        )
-        .await
+    async fn drop_before(&self, upto: u64, before_ms: u64) -> Result<u64, StorageError> {
+        let rx = self
+            .job(|reply| Job::DropBefore {
+                upto,
+                before_ms,
+                reply,
+            })
+            .await?;
+        answer(rx).await
     }
 }
 
@@ -398,21 +415,13 @@ impl Boards for SledStorage {
 
     async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.read(move |r| {
-            boards::rank(
-                &r.stats,
-                r.views.unsaved(),
-                r.views.ranking(),
-                &product,
-                &user,
-            )
-        })
-        .await
+        self.read(move |r| boards::rank(&r.stats, r.views.ranking(), &product, &user))
+            .await
     }
 
     async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.read(move |r| boards::stats(&r.stats, r.views.unsaved(), &product, &user))
+        self.read(move |r| boards::stats(&r.stats, &product, &user))
             .await
     }
 }

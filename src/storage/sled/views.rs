@@ -13,9 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use super::boards::Unsaved;
 use super::ranking::{RankChange, Ranking};
-use crate::app::ports::ConsumerName;
 
 /// A product's listed games in lobby order, as listing-form JSON texts.
 pub type Listed = Arc<[Arc<str>]>;
@@ -27,39 +25,18 @@ pub struct Views {
     durable: watch::Sender<u64>,
     failure: RwLock<Option<String>>,
     size_on_disk: AtomicU64,
-    /// Player records applied but not yet checkpointed.
-    unsaved: Unsaved,
-    /// Each consumer's applied cursor, by [`ConsumerName::ALL`] order.
-    cursors: [AtomicU64; 2],
 }
 
 impl Views {
     /// Views starting from what was loaded at open.
-    pub fn new(ranking: Ranking, durable: u64, cursors: (u64, u64)) -> Views {
+    pub fn new(ranking: Ranking, durable: u64) -> Views {
         Views {
             lobby: RwLock::new(HashMap::new()),
             ranking: RwLock::new(ranking),
             durable: watch::channel(durable).0,
             failure: RwLock::new(None),
             size_on_disk: AtomicU64::new(0),
-            unsaved: Unsaved::default(),
-            cursors: [AtomicU64::new(cursors.0), AtomicU64::new(cursors.1)],
         }
-    }
-
-    /// Player records applied but not yet checkpointed.
-    pub fn unsaved(&self) -> &Unsaved {
-        &self.unsaved
-    }
-
-    /// Publishes a consumer's applied cursor.
-    pub fn publish_cursor(&self, consumer: ConsumerName, cursor: u64) {
-        self.cursors[consumer as usize].store(cursor, Ordering::Relaxed);
-    }
-
-    /// A consumer's applied cursor.
-    pub fn cursor(&self, consumer: ConsumerName) -> u64 {
-        self.cursors[consumer as usize].load(Ordering::Relaxed)
     }
 
     /// Records the database's size on disk (measured by the writer).
@@ -156,7 +133,7 @@ mod tests {
 
     #[test]
     fn pages_of_a_published_lobby() {
-        let views = Views::new(Ranking::default(), 0, (0, 0));
+        let views = Views::new(Ranking::default(), 0);
         assert_eq!(views.page("p", 0, 10), "[]");
         let listed: Listed = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
             .into_iter()

@@ -36,8 +36,6 @@ const MAX_GROUP: usize = 4096;
 const LINGER: Duration = Duration::from_micros(700);
 /// Most log frames one retention job drops.
 const RETENTION_FRAMES: usize = 10_000;
-/// How often unsaved stats are checkpointed (also when the writer is idle).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a job's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -76,7 +74,8 @@ pub enum Job {
     Matchmaker(MatchmakerBatch, Reply<Vec<Applied>>),
     Append(NewFrame, Instant, Reply<Appended>),
     Stats(StatsBatch, Reply<()>),
-    DropApplied {
+    DropBefore {
+        upto: u64,
         before_ms: u64,
         reply: Reply<u64>,
     },
@@ -98,10 +97,7 @@ pub struct Writer {
     games: Games,
     log: LogState,
     matchmaker_cursor: u64,
-    /// The stats cursor as applied, and as last checkpointed.
     stats_cursor: u64,
-    stats_saved: u64,
-    last_checkpoint: Instant,
     players: PlayerCache,
     views: std::sync::Arc<Views>,
     failure: Option<String>,
@@ -129,8 +125,6 @@ struct Group {
     games_dirty: bool,
     log: ::sled::Batch,
     log_dirty: bool,
-    /// A stats checkpoint: its batch and cursor.
-    checkpoint: Option<(::sled::Batch, u64)>,
     ranks: Vec<RankChange>,
     answers: Vec<Held>,
     appends: Vec<Instant>,
@@ -158,8 +152,6 @@ impl Writer {
             log,
             matchmaker_cursor: cursors.0,
             stats_cursor: cursors.1,
-            stats_saved: cursors.1,
-            last_checkpoint: Instant::now(),
             players: PlayerCache::default(),
             views,
             failure: None,
@@ -178,15 +170,7 @@ impl Writer {
             .spawn(move || {
                 self.publish(Vec::new());
                 let mut last_group = 0;
-                loop {
-                    let first = match jobs.recv_timeout(CHECKPOINT_EVERY) {
-                        Ok(job) => job,
-                        Err(flume::RecvTimeoutError::Timeout) => {
-                            self.run(Vec::new());
-                            continue;
-                        }
-                        Err(flume::RecvTimeoutError::Disconnected) => break,
-                    };
+                while let Ok(first) = jobs.recv() {
                     let mut group = vec![first];
                     group.extend(jobs.try_iter().take(MAX_GROUP - 1));
                     if last_group > 1 {
@@ -212,18 +196,10 @@ impl Writer {
     }
 
     /// Applies, commits and answers one group; `true` when asked to stop.
-    /// An empty group only checkpoints, if anything waits.
     fn run(&mut self, jobs: Vec<Job>) -> bool {
         let mut group = Group::default();
-        let idle = jobs.is_empty();
         for job in jobs {
             self.stage(job, &mut group);
-        }
-        if self.failure.is_none() && group.fatal.is_none() {
-            self.checkpoint(&mut group);
-        }
-        if idle && group.checkpoint.is_none() {
-            return false;
         }
         let failure = match (&self.failure, group.fatal.take()) {
             (Some(why), _) => Some(StorageError::Unavailable(why.clone())),
@@ -232,11 +208,6 @@ impl Writer {
         };
         match &failure {
             None => {
-                if let Some((_, cursor)) = group.checkpoint.take() {
-                    self.views.unsaved().saved(&mut self.players);
-                    self.stats_saved = cursor;
-                    self.last_checkpoint = Instant::now();
-                }
                 self.publish(std::mem::take(&mut group.ranks));
                 for received in &group.appends {
                     metrics::ack_latency(received.elapsed());
@@ -257,12 +228,8 @@ impl Writer {
         group.close
     }
 
-    /// Writes the group's batches and flushes (a group that wrote nothing,
-    /// such as stats applied in memory or reads, needs no flush).
+    /// Writes the group's batches and flushes.
     fn commit(&mut self, group: &mut Group) -> Result<(), StorageError> {
-        if !(group.games_dirty || group.log_dirty || group.checkpoint.is_some() || group.close) {
-            return Ok(());
-        }
         if group.games_dirty {
             let batch = std::mem::take(&mut group.games);
             self.trees.games.apply_batch(batch).map_err(db)?;
@@ -270,10 +237,6 @@ impl Writer {
         if group.log_dirty {
             let batch = std::mem::take(&mut group.log);
             self.trees.log.apply_batch(batch).map_err(db)?;
-        }
-        if let Some((batch, _)) = &mut group.checkpoint {
-            let batch = std::mem::take(batch);
-            self.trees.stats.apply_batch(batch).map_err(db)?;
         }
         self.flush()
     }
@@ -288,33 +251,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Stages a stats checkpoint when one is due: at close, once a second,
-    /// or when many records wait.
-    fn checkpoint(&mut self, group: &mut Group) {
-        if self.stats_cursor <= self.stats_saved {
-            return;
-        }
-        let due = group.close
-            || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-            || self.views.unsaved().waiting() >= boards::CHECKPOINT_PLAYERS;
-        if !due {
-            return;
-        }
-        match self.views.unsaved().seal(self.stats_cursor) {
-            Ok(batch) => group.checkpoint = Some((batch, self.stats_cursor)),
-            Err(e) => {
-                group.fatal.get_or_insert(e);
-            }
-        }
-    }
-
     /// Publishes the views after a successful flush (and, once a second,
     /// the size on disk, so readers never touch the file system).
     fn publish(&mut self, ranks: Vec<RankChange>) {
-        self.views
-            .publish_cursor(ConsumerName::Matchmaker, self.matchmaker_cursor);
-        self.views
-            .publish_cursor(ConsumerName::Stats, self.stats_cursor);
         self.views.publish_lobby(self.games.take_dirty());
         self.views.publish_ranks(&ranks);
         self.views.publish_durable(self.log.last_id());
@@ -433,8 +372,11 @@ impl Writer {
                 }
                 hold(reply, result)
             }
-            Job::DropApplied { before_ms, reply } => {
-                let upto = self.matchmaker_cursor.min(self.stats_saved);
+            Job::DropBefore {
+                upto,
+                before_ms,
+                reply,
+            } => {
                 let result = log::drop_before(
                     &self.trees.log,
                     &mut group.log,
@@ -534,7 +476,7 @@ impl Writer {
         Ok(applied)
     }
 
-    /// Applies a stats batch to the unsaved records (see [`boards`]).
+    /// Applies a stats batch (its own atomic batch on the `stats` tree).
     fn stats(&mut self, group: &mut Group, batch: StatsBatch) -> Result<(), StorageError> {
         if batch.cursor <= self.stats_cursor {
             return Ok(());
@@ -543,8 +485,7 @@ impl Writer {
             "injected stats write failure".into()
         )));
         let cursor = batch.cursor;
-        let unsaved = self.views.unsaved();
-        let changes = boards::apply(&self.trees.stats, &self.players, unsaved, batch)?;
+        let changes = boards::apply(&self.trees.stats, &mut self.players, batch)?;
         group.ranks.extend(changes);
         self.stats_cursor = cursor;
         Ok(())
@@ -564,7 +505,7 @@ impl Job {
             Job::Matchmaker(_, reply) => drop(reply.send(Err(error))),
             Job::Append(_, _, reply) => drop(reply.send(Err(error))),
             Job::Stats(_, reply) => drop(reply.send(Err(error))),
-            Job::DropApplied { reply, .. } => drop(reply.send(Err(error))),
+            Job::DropBefore { reply, .. } => drop(reply.send(Err(error))),
             Job::Close(reply) => drop(reply.send(Err(error))),
         }
     }
