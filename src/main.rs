@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the service allocates many small, short-lived buffers per
+/// request; measured faster than the system allocator (README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use varcade::infra::config::{Config, Overrides};
 
 #[derive(Parser)]
