@@ -89,7 +89,6 @@ async fn fetch<C: Consumer>(
     at: u64,
 ) -> Result<Option<Prepared<C>>, StorageError> {
     let end = *app.storage.durable().borrow();
-    metrics::consumer_position(consumer.name().as_str(), at, end);
     if at >= end {
         return Ok(None);
     }
@@ -125,10 +124,13 @@ async fn step<C: Consumer>(
         None => fetch(app, consumer, at).await?,
     };
     let Some((last, batch)) = next else {
+        metrics::consumer_position(name.as_str(), at, *app.storage.durable().borrow());
         return Ok(false);
     };
     let (committed, following) = tokio::join!(consumer.commit(batch), fetch(app, consumer, last));
     committed?;
+    // Only now, after the commit, is `last` the consumer's position.
+    metrics::consumer_position(name.as_str(), last, *app.storage.durable().borrow());
     *cursor = Some(last);
     *ahead = following.ok().flatten();
     Ok(true)

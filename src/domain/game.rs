@@ -172,8 +172,8 @@ impl Game {
     /// The listing form's fields, borrowed (the settings are embedded as
     /// their stored JSON text, not parsed).
     fn form(&self) -> Form<'_> {
-        let settings = serde_json::from_str::<&RawValue>(&self.settings)
-            .unwrap_or_else(|_| empty_settings());
+        let settings =
+            serde_json::from_str::<&RawValue>(&self.settings).unwrap_or_else(|_| empty_settings());
         Form {
             creator_id: &self.creator_id,
             creator_name: &self.creator_name,
