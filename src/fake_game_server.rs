@@ -275,30 +275,6 @@ pub async fn serve(bind: &str) -> std::io::Result<()> {
     println!("fake game server listening on {}", fake.addr);
     let listener = listener.tap_io(nodelay);
     axum::serve(listener, fake.router())
-        .with_graceful_shutdown(signal())
+        .with_graceful_shutdown(crate::infra::shutdown::listen())
         .await
-}
-
-/// Resolves on SIGINT or SIGTERM. (Kept here rather than shared so this
-/// module depends on no other varcade module.)
-async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown signal received");
 }

@@ -352,6 +352,28 @@ impl Game {
     }
 }
 
+/// A game in `created` with creator "1" of product `exrps` (for tests).
+#[cfg(test)]
+pub(crate) fn sample(game_id: &str, since_us: u64) -> Game {
+    Game {
+        game_id: game_id.into(),
+        product_id: "exrps".into(),
+        game_server_url: "http://x".into(),
+        creator_id: "1".into(),
+        creator_name: "alice".into(),
+        players: vec!["1".into()],
+        settings: r#"{"num_players":2}"#.into(),
+        num_players: 2,
+        token: "t".into(),
+        state: State::Created,
+        state_since_us: since_us,
+        last_updated_us: since_us,
+        listing: None,
+        target_game_server: "127.0.0.1:8085".into(),
+        curation_failures: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,23 +159,7 @@ mod tests {
     use super::*;
 
     fn game(id: &str, since: u64) -> Game {
-        Game {
-            game_id: id.into(),
-            product_id: "exrps".into(),
-            game_server_url: "http://x".into(),
-            creator_id: "1".into(),
-            creator_name: "alice".into(),
-            players: vec!["1".into()],
-            settings: "{}".into(),
-            num_players: 2,
-            token: "t".into(),
-            state: State::Created,
-            state_since_us: since,
-            last_updated_us: since,
-            listing: None,
-            target_game_server: String::new(),
-            curation_failures: 0,
-        }
+        crate::domain::game::sample(id, since)
     }
 
     fn lobby(games: &mut Games) -> Vec<String> {
