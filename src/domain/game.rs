@@ -380,21 +380,8 @@ mod tests {
 
     fn game(num_players: u32) -> Game {
         Game {
-            game_id: "g".into(),
-            product_id: "exrps".into(),
-            game_server_url: "http://x".into(),
-            creator_id: "1".into(),
-            creator_name: "alice".into(),
-            players: vec!["1".into()],
-            settings: r#"{"num_players":2}"#.into(),
             num_players,
-            token: "t".into(),
-            state: State::Created,
-            state_since_us: 0,
-            last_updated_us: 0,
-            listing: None,
-            target_game_server: "127.0.0.1:8085".into(),
-            curation_failures: 0,
+            ..sample("g", 0)
         }
     }
 

@@ -220,7 +220,7 @@ impl SledStorage {
     }
 
     /// Runs a read on the blocking pool.
-    async fn read<T: Send + 'static>(
+    async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&SledReads) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
@@ -354,7 +354,7 @@ impl EventLog for SledStorage {
     }
 
     async fn read(&self, after: u64, limit: usize) -> Result<Vec<LoggedEvent>, StorageError> {
-        self.read(move |r| {
+        self.blocking(move |r| {
             let durable = *r.views.durable().borrow();
             let mut events = log::read(&r.log, after, limit)?;
             events.retain(|e| e.id <= durable);
@@ -368,7 +368,7 @@ impl EventLog for SledStorage {
     }
 
     async fn cursor(&self, consumer: ConsumerName) -> Result<u64, StorageError> {
-        self.read(move |r| {
+        self.blocking(move |r| {
             let (tree, key) = match consumer {
                 ConsumerName::Matchmaker => (&r.games, games::cursor_key(consumer.as_str())),
                 ConsumerName::Stats => (&r.stats, boards::CURSOR_KEY.to_vec()),
@@ -415,13 +415,13 @@ impl Boards for SledStorage {
 
     async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.read(move |r| boards::rank(&r.stats, r.views.ranking(), &product, &user))
+        self.blocking(move |r| boards::rank(&r.stats, r.views.ranking(), &product, &user))
             .await
     }
 
     async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.read(move |r| boards::stats(&r.stats, &product, &user))
+        self.blocking(move |r| boards::stats(&r.stats, &product, &user))
             .await
     }
 }
