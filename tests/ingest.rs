@@ -763,7 +763,9 @@ async fn player_disconnect_lists_the_game_again_without_that_player() {
     assert_eq!(b["players"], json!(["1", "3"]));
 
     // An ended game is not reset.
-    report(&server, state_change("exrps", &id, "ended")).await;
+    for state in ["all_players_joined", "in_progress", "ended"] {
+        report(&server, state_change("exrps", &id, state)).await;
+    }
     report(&server, disconnect("exrps", &id, "3")).await;
     settle(&server).await;
     assert!(listed(&server, "exrps", &id).await.is_none());

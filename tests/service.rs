@@ -287,7 +287,7 @@ fn model_apply(game: &mut (String, Vec<String>), event: &Value) {
     match event["type"].as_str().unwrap() {
         "state_change" => {
             let (from, to) = (pos(&game.0), pos(event["new_state"].as_str().unwrap()));
-            if to == from + 1 || (to == 4 && from != 4) {
+            if to == from + 1 {
                 game.0 = ORDER[to].to_string();
             }
         }

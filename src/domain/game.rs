@@ -47,11 +47,10 @@ impl State {
         self as u8
     }
 
-    /// Whether a game server may move a game from `self` to `to`: one step
-    /// forward, or straight to `ended` from any live state.
+    /// Whether a game server may move a game from `self` to `to`: only to
+    /// the next state, as in the original (no skipping, no going back).
     pub fn can_move_to(self, to: State) -> bool {
-        let next = State::ALL.get(self as usize + 1).copied();
-        next == Some(to) || (to == State::Ended && self != State::Ended)
+        State::ALL.get(self as usize + 1) == Some(&to)
     }
 }
 
@@ -392,7 +391,9 @@ mod tests {
         assert!(CreatorJoined.can_move_to(AllPlayersJoined));
         assert!(AllPlayersJoined.can_move_to(InProgress));
         assert!(InProgress.can_move_to(Ended));
-        assert!(Created.can_move_to(Ended));
+        assert!(!Created.can_move_to(Ended), "no skipping to ended");
+        assert!(!CreatorJoined.can_move_to(Ended));
+        assert!(!AllPlayersJoined.can_move_to(Created));
         assert!(!Created.can_move_to(InProgress));
         assert!(!InProgress.can_move_to(CreatorJoined));
         assert!(!Ended.can_move_to(Ended));

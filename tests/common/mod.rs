@@ -27,6 +27,8 @@ pub struct Options {
     pub expiry: (u64, u64, u64, u64, u64),
     pub curation_interval_ms: u64,
     pub extra: String,
+    /// Turns the Redis-protocol listener on (`[resp] bind = "127.0.0.1:0"`).
+    pub resp: bool,
 }
 
 impl Options {
@@ -37,6 +39,7 @@ impl Options {
             expiry: (600, 600, 600, 600, 600),
             curation_interval_ms: 200,
             extra: String::new(),
+            resp: false,
         }
     }
 
@@ -49,7 +52,8 @@ impl Options {
         }
     }
 
-    fn toml(&self, data_dir: &std::path::Path) -> String {
+    /// The config file text for a data directory.
+    pub fn toml(&self, data_dir: &std::path::Path) -> String {
         let (a, b, c, d, e) = self.expiry;
         format!(
             r#"data_dir = "{dir}"
@@ -57,6 +61,7 @@ jwt_secret = "{SECRET}"
 admin_key = "{ADMIN}"
 game_server_timeout_ms = {timeout}
 {extra}
+{resp}
 [expiry]
 created = {a}
 creator_joined = {b}
@@ -88,6 +93,11 @@ num_players = 3
             dir = data_dir.display(),
             timeout = self.timeout_ms,
             extra = self.extra,
+            resp = if self.resp {
+                "[resp]\nbind = \"127.0.0.1:0\"\n"
+            } else {
+                ""
+            },
             interval = self.curation_interval_ms,
             url = self.game_server_url,
         )
@@ -121,10 +131,19 @@ pub struct Server {
     pub http: reqwest::Client,
     /// Extra environment the process was started with (kept on restarts).
     pub envs: Vec<(String, String)>,
+    /// The Redis-protocol address, when `Options::resp` is on.
+    pub resp: Option<String>,
 }
 
 /// Starts `varcade` with `args` and waits for its `listening on` line.
 pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
+    let (child, addr, _) = spawn_with_resp(args, envs);
+    (child, addr)
+}
+
+/// Like [`spawn`], also returning the address of the `varcade redis
+/// protocol on` line when one was printed before `listening on`.
+pub fn spawn_with_resp(args: &[&str], envs: &[(&str, &str)]) -> (Child, String, Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_varcade"));
     cmd.args(args)
         .env_remove("VARCADE_BIND")
@@ -145,19 +164,22 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
+        let mut resp = None;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if !sent && line.contains("listening on") {
-                let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
-                let _ = tx.send(addr);
+            let last_word = || line.rsplit(' ').next().unwrap_or_default().to_string();
+            if !sent && line.contains("redis protocol on") {
+                resp = Some(last_word());
+            } else if !sent && line.contains("listening on") {
+                let _ = tx.send((last_word(), resp.take()));
                 sent = true;
             }
         }
     });
-    let addr = rx
+    let (addr, resp) = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("varcade did not print `listening on`");
-    (child, addr)
+    (child, addr, resp)
 }
 
 impl Server {
@@ -190,7 +212,7 @@ impl Server {
         std::fs::write(&config, options.toml(&dir.0.join("db"))).unwrap();
         let env_refs: Vec<(&str, &str)> =
             envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let (child, addr) = spawn(
+        let (child, addr, resp) = spawn_with_resp(
             &[
                 "serve",
                 "--config",
@@ -208,6 +230,7 @@ impl Server {
             config,
             http: reqwest::Client::new(),
             envs,
+            resp,
         }
     }
 
