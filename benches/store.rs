@@ -329,7 +329,7 @@ fn event_log(c: &mut Criterion) {
     let submit = |log: Arc<SledStorage>, events: Vec<String>| async move {
         log.submit(NewFrame {
             events,
-            producer: None,
+            dedup: None,
         })
         .await
         .expect("submit")

@@ -1,6 +1,6 @@
 //! varcade: the Varcade Games backend (matchmaker and stats tracker) as one
 //! self-contained service. See README.md ("Layout") for the layers:
-//! `domain` ← `app` (use cases, storage ports) ← `storage`, `http`;
+//! `domain` ← `app` (use cases, storage ports) ← `storage`, `http`, `resp`;
 //! `infra` is used by all; `service` wires them together.
 
 pub mod app;
@@ -8,5 +8,6 @@ pub mod domain;
 pub mod fake_game_server;
 pub mod http;
 pub mod infra;
+pub mod resp;
 pub mod service;
 pub mod storage;

@@ -1,5 +1,5 @@
 //! The composition root: opens the backend, builds the use cases and the
-//! HTTP front end, runs the background tasks, and stops all of it within
+//! front ends (HTTP, and RESP when configured), runs the background tasks, and stops all of it within
 //! the contract's 10 seconds of a signal (API.md "Start").
 
 use std::net::SocketAddr;
@@ -11,7 +11,9 @@ use crate::app::{App, consumer, curation, matchmaker, retention, stats};
 use crate::http::limits::CappedListener;
 use crate::http::{HttpState, router};
 use crate::infra::config::Config;
+use crate::infra::limits::ConnectionCap;
 use crate::infra::{metrics, shutdown};
+use crate::resp::{self, RespState};
 use crate::storage::sled::{OpenError, SledStorage};
 
 /// How long HTTP may take to finish in-flight requests after a signal.
@@ -97,6 +99,21 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         source,
     })?;
 
+    let resp_listener = match &config.resp.bind {
+        Some(addr) => {
+            let bind_error = |source| StartError::Bind {
+                addr: addr.clone(),
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            Some((listener, local))
+        }
+        None => None,
+    };
+
     let (trigger, stopping) = shutdown::channel();
     let mut tasks = vec![
         tokio::spawn(consumer::run(
@@ -117,7 +134,19 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
 
     let state = HttpState::new(&config, app.clone(), prometheus);
-    let listener = CappedListener::new(listener, config.max_connections);
+    let cap = ConnectionCap::new(config.max_connections);
+    let resp_task = resp_listener.map(|(listener, addr)| {
+        println!("varcade redis protocol on {addr}");
+        tracing::info!(%addr, "varcade redis protocol on {addr}");
+        let state = RespState::new(&config, app.clone());
+        tokio::spawn(resp::serve(
+            listener,
+            cap.clone(),
+            state,
+            trigger.subscribe(),
+        ))
+    });
+    let listener = CappedListener::new(listener, cap.clone());
     println!("varcade listening on {local}");
     tracing::info!(%local, data_dir = %config.data_dir.display(), "varcade listening on {local}");
     let fire = trigger.clone();
@@ -126,8 +155,15 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         fire.fire();
     });
     let mut drained = stopping.clone();
+    let front_ends = async {
+        let result = server.await;
+        if let Some(task) = resp_task {
+            let _ = task.await;
+        }
+        result
+    };
     tokio::select! {
-        result = server => {
+        result = front_ends => {
             if let Err(e) = result {
                 tracing::error!(error = %e, "server error");
             }

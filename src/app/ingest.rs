@@ -30,7 +30,7 @@ impl App {
             .storage
             .submit(NewFrame {
                 events: frame.events,
-                producer: frame.producer,
+                dedup: frame.dedup,
             })
             .await?;
         Ok((pending, frame.kinds))

@@ -1,7 +1,7 @@
 //! The use cases: the lobby, ingest, curation, the consumers and retention,
 //! over the storage ports ([`ports`]). Nothing here knows HTTP or sled.
 //!
-//! [`App`] is what the front ends (HTTP, later RESP) call. Work that must
+//! [`App`] is what the front ends (HTTP, RESP) call. Work that must
 //! finish once started (a reserved seat, a call that changes a game server)
 //! runs in tasks tracked by the app, so a caller that goes away changes
 //! nothing in the outcome, and shutdown waits for them.
@@ -9,6 +9,7 @@
 pub mod consumer;
 pub mod curation;
 pub mod ingest;
+pub mod keys;
 pub mod lobby;
 pub mod matchmaker;
 pub mod ports;

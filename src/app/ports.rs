@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
+use crate::domain::event::Dedup;
 use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
 use crate::domain::scoring::Scoring;
 
@@ -48,8 +49,8 @@ pub enum SeatOutcome {
 #[derive(Debug, Clone)]
 pub struct NewFrame {
     pub events: Vec<String>,
-    /// An idempotent producer's name and seq.
-    pub producer: Option<(String, u64)>,
+    /// What keeps it from being appended twice, if anything.
+    pub dedup: Option<Dedup>,
 }
 
 /// The result of an append.

@@ -15,12 +15,26 @@ use super::game::{GameEvent, State};
 /// Largest frame or body accepted.
 pub const MAX_FRAME: usize = 1 << 20;
 
+/// How a frame is protected against being appended twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dedup {
+    /// An envelope: appended only if `seq` is above the producer's highest.
+    Envelope { producer: String, seq: u64 },
+    /// A Redis `IDMP`: appended only if the producer has not used `iid`
+    /// among its last `keep` iids.
+    Idmp {
+        producer: String,
+        iid: String,
+        keep: usize,
+    },
+}
+
 /// A validated frame, ready to append.
 #[derive(Debug)]
 pub struct Frame {
     /// Each event's JSON text.
     pub events: Vec<String>,
-    pub producer: Option<(String, u64)>,
+    pub dedup: Option<Dedup>,
     /// (product, type) of each event, for the metrics.
     pub kinds: Vec<(String, String)>,
 }
@@ -189,7 +203,7 @@ fn check_fields(
     Ok((product, kind))
 }
 
-fn envelope<'a>(map: &Fields<'a>) -> Result<((String, u64), Vec<&'a RawValue>), FrameError> {
+fn envelope<'a>(map: &Fields<'a>) -> Result<(Dedup, Vec<&'a RawValue>), FrameError> {
     let producer = match raw_text(map.producer) {
         Some(p) if !p.is_empty() && map.producer.is_some_and(|r| r.get().starts_with('"')) => p,
         _ => {
@@ -211,7 +225,7 @@ fn envelope<'a>(map: &Fields<'a>) -> Result<((String, u64), Vec<&'a RawValue>), 
         .filter(|r| r.get().starts_with('['))
         .and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok());
     match events {
-        Some(events) => Ok(((producer, seq), events)),
+        Some(events) => Ok((Dedup::Envelope { producer, seq }, events)),
         None => Err(FrameError::bad("`events` must be an array", None)),
     }
 }
@@ -228,7 +242,7 @@ pub fn parse_frame(
     known: &dyn Fn(&str) -> bool,
 ) -> Result<Frame, FrameError> {
     let text = text.trim_matches([' ', '\t', '\n', '\r']);
-    let (producer, events): (_, Vec<&str>) = if text.starts_with('[') {
+    let (dedup, events): (_, Vec<&str>) = if text.starts_with('[') {
         let events: Vec<&RawValue> = serde_json::from_str(text).map_err(not_json)?;
         (None, events.into_iter().map(RawValue::get).collect())
     } else if is_object(text) {
@@ -237,15 +251,12 @@ pub fn parse_frame(
             let kind = check_fields(&map, 0, admitted, known)?;
             return Ok(Frame {
                 events: vec![text.to_string()],
-                producer: None,
+                dedup: None,
                 kinds: vec![kind],
             });
         }
-        let (producer, events) = envelope(&map)?;
-        (
-            Some(producer),
-            events.into_iter().map(RawValue::get).collect(),
-        )
+        let (dedup, events) = envelope(&map)?;
+        (Some(dedup), events.into_iter().map(RawValue::get).collect())
     } else {
         serde_json::from_str::<&RawValue>(text).map_err(not_json)?;
         (None, vec![text])
@@ -262,7 +273,7 @@ pub fn parse_frame(
     }
     Ok(Frame {
         events: events.into_iter().map(str::to_string).collect(),
-        producer,
+        dedup,
         kinds,
     })
 }
@@ -353,7 +364,13 @@ mod tests {
         assert_eq!(parse(&batch).unwrap().events.len(), 2);
         let env = format!(r#"{{"producer":"p","seq":3,"events":[{one}]}}"#);
         let frame = parse(&env).unwrap();
-        assert_eq!(frame.producer, Some(("p".into(), 3)));
+        assert_eq!(
+            frame.dedup,
+            Some(Dedup::Envelope {
+                producer: "p".into(),
+                seq: 3
+            })
+        );
         assert_eq!(frame.kinds, vec![("exrps".into(), "game_removed".into())]);
     }
 

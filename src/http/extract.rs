@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, header};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::infra::config::ProductConfig;
+use crate::app::keys::{IngestKeys, same_secret};
 use crate::infra::jwt::Player;
 
 /// The credential after `Token ` or `Bearer ` in the Authorization header.
@@ -20,12 +20,6 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
         .then(|| rest.trim())
         .filter(|c| !c.is_empty())
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl FromRequestParts<AppState> for Player {
@@ -41,38 +35,17 @@ impl FromRequestParts<AppState> for Player {
     }
 }
 
-/// Which products each ingest key admits.
-pub struct IngestKeys(Vec<(String, Vec<String>)>);
-
-impl IngestKeys {
-    /// The keys of the configured products.
-    pub fn new(products: &[ProductConfig]) -> Self {
-        let mut keys: HashMap<String, Vec<String>> = HashMap::new();
-        for p in products {
-            keys.entry(p.ingest_key.clone())
-                .or_default()
-                .push(p.product_id.clone());
-        }
-        IngestKeys(keys.into_iter().collect())
-    }
-
-    /// The products admitted by the request's key (header or `?key=`).
-    pub fn admit(
-        &self,
-        headers: &HeaderMap,
-        query_key: Option<&str>,
-    ) -> Result<Vec<String>, ApiError> {
-        let key = credential(headers)
-            .or(query_key)
-            .ok_or_else(|| ApiError::Unauthorized("missing ingest key".into()))?;
-        let mut admitted = None;
-        for (known, products) in &self.0 {
-            if same_secret(known, key) {
-                admitted = Some(products.clone());
-            }
-        }
-        admitted.ok_or_else(|| ApiError::Unauthorized("unknown ingest key".into()))
-    }
+/// The products admitted by the request's ingest key (header or `?key=`).
+pub fn admit_ingest(
+    keys: &IngestKeys,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let key = credential(headers)
+        .or(query_key)
+        .ok_or_else(|| ApiError::Unauthorized("missing ingest key".into()))?;
+    keys.admit(key)
+        .ok_or_else(|| ApiError::Unauthorized("unknown ingest key".into()))
 }
 
 /// An operator presenting the admin key.
@@ -118,12 +91,5 @@ mod tests {
         assert_eq!(credential(&headers), Some("abc"));
         headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(credential(&headers), None);
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("abc", "ab"));
     }
 }

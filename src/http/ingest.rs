@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::admit_ingest;
 use crate::app::ingest::{Kinds, count_ingested};
 use crate::app::ports::{Appended, PendingAppend};
 use crate::domain::event::MAX_FRAME;
@@ -48,9 +49,11 @@ fn admitted(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Vec<String>, ApiError> {
-    state
-        .ingest_keys
-        .admit(headers, query.get("key").map(String::as_str))
+    admit_ingest(
+        &state.ingest_keys,
+        headers,
+        query.get("key").map(String::as_str),
+    )
 }
 
 /// `POST /ingest`.

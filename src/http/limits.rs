@@ -1,31 +1,26 @@
-//! `max_connections` (API.md "Limits and overload"): a listener that
-//! closes connections beyond the cap at once. Each accepted connection
-//! holds a permit until it closes, WebSocket upgrades included.
+//! The HTTP listener under `max_connections`: connections beyond the shared
+//! cap are closed at once; WebSocket upgrades keep their permit.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::infra::metrics;
+use crate::infra::limits::ConnectionCap;
 
 /// A TCP listener with a cap on open connections.
 pub struct CappedListener {
     inner: TcpListener,
-    permits: Arc<Semaphore>,
+    cap: ConnectionCap,
 }
 
 impl CappedListener {
-    /// Caps `inner` at `max` open connections.
-    pub fn new(inner: TcpListener, max: usize) -> Self {
-        CappedListener {
-            inner,
-            permits: Arc::new(Semaphore::new(max)),
-        }
+    /// Puts `inner` under `cap`.
+    pub fn new(inner: TcpListener, cap: ConnectionCap) -> Self {
+        CappedListener { inner, cap }
     }
 }
 
@@ -50,8 +45,8 @@ impl axum::serve::Listener for CappedListener {
                     continue;
                 }
             };
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => {
+            match self.cap.try_admit() {
+                Some(permit) => {
                     let _ = stream.set_nodelay(true);
                     return (
                         Capped {
@@ -61,10 +56,7 @@ impl axum::serve::Listener for CappedListener {
                         addr,
                     );
                 }
-                Err(_) => {
-                    metrics::connection_refused();
-                    drop(stream);
-                }
+                None => drop(stream),
             }
         }
     }

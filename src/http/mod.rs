@@ -24,12 +24,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::app::App;
+use crate::app::keys::IngestKeys;
 use crate::domain::event::MAX_FRAME;
 use crate::infra::config::Config;
 use crate::infra::jwt::JwtVerifier;
 use crate::infra::metrics;
 use error::json_errors;
-use extract::IngestKeys;
 
 /// What handlers share.
 pub struct HttpState {

@@ -43,14 +43,37 @@ pub struct Config {
     pub game_server_timeout_ms: u64,
     /// How long events that every consumer has applied are kept (seconds).
     pub event_retention_secs: u64,
-    /// Open connections (HTTP and WebSocket) beyond which new ones are closed.
+    /// Open connections (HTTP, WebSocket and RESP) beyond which new ones
+    /// are closed.
     pub max_connections: usize,
     /// Writes queued for the storage writer beyond which HTTP writes answer
     /// 503 `overloaded` and ingest waits.
     pub max_pending_writes: usize,
     pub lobby: LobbyConfig,
     pub expiry: ExpiryConfig,
+    pub resp: RespConfig,
     pub games: Vec<ProductConfig>,
+}
+
+/// The Redis-protocol ingest listener (off without a `bind`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RespConfig {
+    pub bind: Option<String>,
+    /// The only stream `XADD` accepts.
+    pub stream: String,
+    /// IDMP iids remembered per producer.
+    pub idmp_max_ids: usize,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        RespConfig {
+            bind: None,
+            stream: "game_event_stream".into(),
+            idmp_max_ids: 10_000,
+        }
+    }
 }
 
 /// Page sizes of `open_games`.
@@ -110,6 +133,7 @@ impl Default for Config {
             max_pending_writes: 4096,
             lobby: LobbyConfig::default(),
             expiry: ExpiryConfig::default(),
+            resp: RespConfig::default(),
             games: vec![ProductConfig {
                 product_id: "exrps".into(),
                 game_server_url: "http://127.0.0.1:8080".into(),
@@ -185,6 +209,9 @@ impl Config {
         if let Some(secret) = env("VARCADE_JWT_SECRET") {
             config.jwt_secret = secret;
         }
+        if let Some(bind) = env("VARCADE_RESP_BIND") {
+            config.resp.bind = Some(bind);
+        }
         if let Some(bind) = &flags.bind {
             config.bind = bind.clone();
         }
@@ -233,6 +260,19 @@ impl Config {
         self.bind
             .parse::<SocketAddr>()
             .map_err(|e| invalid("bind".into(), format!("{:?}: {e}", self.bind)))?;
+        if let Some(bind) = &self.resp.bind {
+            bind.parse::<SocketAddr>()
+                .map_err(|e| invalid("resp.bind".into(), format!("{bind:?}: {e}")))?;
+        }
+        if self.resp.stream.is_empty() {
+            return Err(invalid("resp.stream".into(), "must not be empty".into()));
+        }
+        if self.resp.idmp_max_ids == 0 {
+            return Err(invalid(
+                "resp.idmp_max_ids".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.jwt_secret.is_empty() {
             return Err(invalid("jwt_secret".into(), "must not be empty".into()));
         }
@@ -387,6 +427,21 @@ mod tests {
         config.games[0].leaderboard = "chess".into();
         let err = config.validate("f.toml", &known()).unwrap_err().to_string();
         assert!(err.contains("games[0].leaderboard"), "{err}");
+    }
+
+    #[test]
+    fn resp_section() {
+        let config = Config::from_toml("[resp]\nbind = \"127.0.0.1:6380\"\n").unwrap();
+        assert_eq!(config.resp.bind.as_deref(), Some("127.0.0.1:6380"));
+        assert_eq!(config.resp.stream, "game_event_stream");
+        assert_eq!(config.resp.idmp_max_ids, 10_000);
+        assert!(Config::default().resp.bind.is_none(), "off by default");
+        let err = Config::from_toml("[resp]\nport = 1\n").unwrap_err();
+        assert!(err.contains("port"), "{err}");
+        let mut config = Config::default();
+        config.resp.bind = Some("nowhere".into());
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(err.contains("resp.bind"), "{err}");
     }
 
     #[test]

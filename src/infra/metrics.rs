@@ -155,3 +155,15 @@ pub fn connection_refused() {
 pub fn store_size(bytes: u64) {
     gauge!("varcade_store_size_bytes").set(bytes as f64);
 }
+
+/// A Redis-protocol command, by name from the listener's closed set
+/// (`other` for any it does not know) and outcome (`ok` or `error`).
+pub fn resp_command(command: &'static str, outcome: &'static str) {
+    counter!("varcade_resp_commands_total", "command" => command, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Open Redis-protocol connections, as one opens (`+1`) or closes (`-1`).
+pub fn resp_connections(delta: f64) {
+    gauge!("varcade_resp_connections").increment(delta);
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::app::ports::{
     ConsumerName, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange, Storage,
 };
+use crate::domain::event::Dedup;
 use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
 use crate::domain::scoring::{Scoring, Wins};
 
@@ -145,7 +146,10 @@ async fn games_seats_and_the_lobby(s: &dyn Storage) {
 async fn the_log(s: &dyn Storage) {
     let frame = |n: usize, producer: Option<(&str, u64)>| NewFrame {
         events: (0..n).map(|i| format!("{{\"n\":{i}}}")).collect(),
-        producer: producer.map(|(p, seq)| (p.to_string(), seq)),
+        dedup: producer.map(|(p, seq)| Dedup::Envelope {
+            producer: p.to_string(),
+            seq,
+        }),
     };
     let first = s.submit(frame(2, Some(("p", 1)))).await.unwrap();
     let first = first.wait().await.unwrap();
@@ -179,6 +183,64 @@ async fn the_log(s: &dyn Storage) {
     assert_eq!(events[0].json, "{\"n\":1}");
     assert_eq!(s.drop_before(2, u64::MAX).await.unwrap(), 2);
     assert_eq!(s.read(0, 10).await.unwrap()[0].id, 3);
+    idmp(s).await;
+}
+
+/// Redis `IDMP`: one entry per (producer, iid), the last `keep` remembered;
+/// repeats queued in the same group are recognised too.
+async fn idmp(s: &dyn Storage) {
+    let frame = |producer: &str, iid: &str| NewFrame {
+        events: vec![format!("{{\"iid\":\"{iid}\"}}")],
+        dedup: Some(Dedup::Idmp {
+            producer: producer.into(),
+            iid: iid.into(),
+            keep: 2,
+        }),
+    };
+    let mut pending = Vec::new();
+    for (p, iid) in [("a", "1"), ("a", "1"), ("b", "1"), ("a", "2")] {
+        pending.push(s.submit(frame(p, iid)).await.unwrap());
+    }
+    let mut answers = Vec::new();
+    for p in pending {
+        let a = p.wait().await.unwrap();
+        answers.push((a.first_id, a.count, a.duplicate));
+    }
+    let first = answers[0].0;
+    assert_eq!(
+        answers,
+        [
+            (first, 1, false),
+            (first, 0, true),
+            (first + 1, 1, false),
+            (first + 2, 1, false),
+        ]
+    );
+    let again = s
+        .submit(frame("a", "2"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(again.duplicate && again.first_id == first + 2);
+    s.submit(frame("a", "3"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let forgotten = s
+        .submit(frame("a", "1"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(
+        !forgotten.duplicate,
+        "only the last 2 iids of a producer are kept"
+    );
 }
 
 async fn boards(s: &dyn Storage) {

@@ -3,15 +3,18 @@
 //!
 //! A frame is stored as one value keyed by its first id (`f` + id, big
 //! endian), because one sled insert costs about as much as a whole small
-//! frame. Reading event `n` finds the frame whose key is the greatest at or
+//! frame. An envelope producer is `p` + name → (seq, last id); a Redis
+//! `IDMP` producer's iids are `i` + name length + name + n → (iid, id),
+//! `n` counting its iids, so the oldest are dropped first. Reading event `n` finds the frame whose key is the greatest at or
 //! below `n`. Only the writer thread writes here ([`LogState`]); readers
 //! read only up to the durable id it publishes after each flush.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::ports::{Appended, LoggedEvent, NewFrame, StorageError};
+use crate::domain::event::Dedup;
 
 fn db(e: ::sled::Error) -> StorageError {
     StorageError::Failed(e.to_string())
@@ -25,6 +28,7 @@ fn codec(e: postcard::Error) -> StorageError {
 pub const NEXT_ID_KEY: &[u8] = b"n";
 const FRAME: u8 = b'f';
 const PRODUCER: u8 = b'p';
+const IDMP: u8 = b'i';
 
 /// One ingested frame as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +71,74 @@ pub fn decode_producer(value: &[u8]) -> Option<(u64, u64)> {
     let seq = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
     let last = u64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
     Some((seq, last))
+}
+
+/// The prefix of an IDMP producer's iid keys.
+fn idmp_prefix(producer: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(producer.len() + 13);
+    key.push(IDMP);
+    key.extend_from_slice(&(producer.len() as u32).to_be_bytes());
+    key.extend_from_slice(producer.as_bytes());
+    key
+}
+
+/// The key of an IDMP producer's `n`th iid.
+fn idmp_key(producer: &str, n: u64) -> Vec<u8> {
+    let mut key = idmp_prefix(producer);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// One IDMP producer's remembered iids, oldest first.
+#[derive(Default)]
+struct IdmpProducer {
+    next: u64,
+    order: VecDeque<(u64, String)>,
+    ids: HashMap<String, u64>,
+}
+
+impl IdmpProducer {
+    fn load(tree: &::sled::Tree, producer: &str) -> Result<IdmpProducer, StorageError> {
+        let prefix = idmp_prefix(producer);
+        let mut p = IdmpProducer::default();
+        for item in tree.scan_prefix(&prefix) {
+            let (key, value) = item.map_err(db)?;
+            let n = key
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StorageError::Failed("a damaged IDMP key".into()))?;
+            let (iid, id): (String, u64) = postcard::from_bytes(&value).map_err(codec)?;
+            p.ids.insert(iid.clone(), id);
+            p.order.push_back((n, iid));
+            p.next = n + 1;
+        }
+        Ok(p)
+    }
+
+    /// Remembers `iid` → `id`, forgetting the oldest beyond `keep`.
+    fn record(
+        &mut self,
+        batch: &mut ::sled::Batch,
+        producer: &str,
+        iid: String,
+        id: u64,
+        keep: usize,
+    ) -> Result<(), StorageError> {
+        let n = self.next;
+        self.next += 1;
+        let value = postcard::to_stdvec(&(&iid, id)).map_err(codec)?;
+        batch.insert(idmp_key(producer, n), value);
+        self.ids.insert(iid.clone(), id);
+        self.order.push_back((n, iid));
+        while self.order.len() > keep.max(1) {
+            if let Some((old, iid)) = self.order.pop_front() {
+                batch.remove(idmp_key(producer, old));
+                self.ids.remove(&iid);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads the next id to assign.
@@ -161,6 +233,8 @@ pub struct LogState {
     next_id: u64,
     /// Producer -> (highest seq, last id of that envelope), read lazily.
     producers: HashMap<String, (u64, u64)>,
+    /// IDMP producers' remembered iids, read lazily.
+    idmp: HashMap<String, IdmpProducer>,
 }
 
 impl LogState {
@@ -169,6 +243,7 @@ impl LogState {
         Ok(LogState {
             next_id: next_id(tree)?,
             producers: HashMap::new(),
+            idmp: HashMap::new(),
         })
     }
 
@@ -190,16 +265,23 @@ impl LogState {
                 "an empty frame cannot be appended".into(),
             ));
         }
-        if let Some((name, seq)) = &frame.producer {
-            let (stored_seq, stored_last) = self.producer(tree, name)?;
-            if *seq <= stored_seq {
-                return Ok(Appended {
-                    first_id: stored_last,
-                    last_id: stored_last,
-                    count: 0,
-                    duplicate: true,
-                });
+        let earlier = match &frame.dedup {
+            Some(Dedup::Envelope { producer, seq }) => {
+                let (stored_seq, stored_last) = self.producer(tree, producer)?;
+                (*seq <= stored_seq).then_some(stored_last)
             }
+            Some(Dedup::Idmp { producer, iid, .. }) => {
+                self.idmp_producer(tree, producer)?.ids.get(iid).copied()
+            }
+            None => None,
+        };
+        if let Some(id) = earlier {
+            return Ok(Appended {
+                first_id: id,
+                last_id: id,
+                count: 0,
+                duplicate: true,
+            });
         }
         let count = frame.events.len() as u64;
         let first_id = self.next_id;
@@ -212,9 +294,20 @@ impl LogState {
         batch.insert(&frame_key(first_id), bytes);
         self.next_id = last_id + 1;
         batch.insert(NEXT_ID_KEY, &self.next_id.to_be_bytes());
-        if let Some((name, seq)) = frame.producer {
-            batch.insert(producer_key(&name), &encode_producer(seq, last_id));
-            self.producers.insert(name, (seq, last_id));
+        match frame.dedup {
+            Some(Dedup::Envelope { producer, seq }) => {
+                batch.insert(producer_key(&producer), &encode_producer(seq, last_id));
+                self.producers.insert(producer, (seq, last_id));
+            }
+            Some(Dedup::Idmp {
+                producer,
+                iid,
+                keep,
+            }) => {
+                self.idmp_producer(tree, &producer)?
+                    .record(batch, &producer, iid, first_id, keep)?;
+            }
+            None => {}
         }
         Ok(Appended {
             first_id,
@@ -222,6 +315,21 @@ impl LogState {
             count,
             duplicate: false,
         })
+    }
+
+    /// An IDMP producer's iids (cached after the first read).
+    fn idmp_producer(
+        &mut self,
+        tree: &::sled::Tree,
+        name: &str,
+    ) -> Result<&mut IdmpProducer, StorageError> {
+        if !self.idmp.contains_key(name) {
+            let loaded = IdmpProducer::load(tree, name)?;
+            self.idmp.insert(name.to_string(), loaded);
+        }
+        self.idmp
+            .get_mut(name)
+            .ok_or_else(|| StorageError::Failed("IDMP producer vanished".into()))
     }
 
     /// A producer's highest seq and last id (cached after the first read).
