@@ -172,7 +172,7 @@ async fn append(
         let n = (events - appended).min(FRAME);
         let frame = NewFrame {
             events: (0..n).map(|_| game_over(&mut rng, players)).collect(),
-            producer: None,
+            dedup: None,
         };
         pending.push_back(storage.submit(frame).await.ctx("submit")?);
         appended += n;
