@@ -7,6 +7,7 @@ pub mod app;
 pub mod domain;
 pub mod fake_game_server;
 pub mod http;
+pub mod import_redis;
 pub mod infra;
 pub mod resp;
 pub mod service;

@@ -36,6 +36,28 @@ enum Command {
         #[arg(long)]
         bind: Option<String>,
     },
+    /// Copy the original services' data out of their Redis into an empty
+    /// data directory (stop them first).
+    ImportRedis {
+        /// The original's Redis, e.g. redis://127.0.0.1:6379.
+        #[arg(long)]
+        from: String,
+        /// Database of the matchmaker's games.
+        #[arg(long, default_value_t = 0)]
+        games_db: i64,
+        /// Database of the event stream and its indexes.
+        #[arg(long, default_value_t = 1)]
+        stream_db: i64,
+        /// Database of the stats tracker's boards and player stats.
+        #[arg(long, default_value_t = 2)]
+        stats_db: i64,
+        /// Config file (default: data/varcade.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Database directory to create.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Run a stand-in game server for local development.
     FakeGameServer {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -79,6 +101,8 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     init_logging();
     match cli.command {
@@ -103,6 +127,42 @@ fn main() -> ExitCode {
             match rt.block_on(varcade::service::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
+            }
+        }
+        Command::ImportRedis {
+            from,
+            games_db,
+            stream_db,
+            stats_db,
+            config,
+            data_dir,
+        } => {
+            let flags = Overrides {
+                config,
+                data_dir,
+                bind: None,
+            };
+            let config = match Config::load(&flags, &varcade::app::known_names()) {
+                Ok(config) => config,
+                Err(e) => return fail(e),
+            };
+            let source = varcade::import_redis::Source {
+                url: from,
+                games_db,
+                stream_db,
+                stats_db,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(varcade::import_redis::run(&config, &source)) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    println!("imported into {}", config.data_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("import-redis: {e}")),
             }
         }
         Command::FakeGameServer { bind } => {

@@ -8,6 +8,7 @@
 
 pub mod consumer;
 pub mod curation;
+pub mod import;
 pub mod ingest;
 pub mod keys;
 pub mod lobby;

@@ -161,6 +161,19 @@ pub struct Entry {
 /// Player counters, by name.
 pub type Counters = BTreeMap<String, i64>;
 
+/// Another system's data, converted, for an import into an empty backend.
+#[derive(Debug, Clone, Default)]
+pub struct Imported {
+    pub games: Vec<Game>,
+    /// (product, user, board score if any, counters).
+    pub players: Vec<(String, String, Option<i64>, Counters)>,
+    /// Events to append in order, each with its time (Unix ms).
+    pub events: Vec<(u64, String)>,
+    /// The matchmaker's and the stats tracker's cursors among them.
+    pub matchmaker_cursor: u64,
+    pub stats_cursor: u64,
+}
+
 /// What the backend says about itself (`/admin/status`, `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageStatus {
@@ -288,4 +301,8 @@ pub trait Storage: GameStore + EventLog + Boards {
 
     /// Makes everything durable and stops accepting writes.
     async fn close(&self) -> Result<(), StorageError>;
+
+    /// Writes imported data into an empty backend as one durable step;
+    /// refuses (`Failed`) if it holds any game or event.
+    async fn import(&self, data: Imported) -> Result<(), StorageError>;
 }

@@ -267,17 +267,23 @@ pub enum Effect {
     Ignored,
 }
 
+/// Lobby places below this belong to games imported from the original, in
+/// its lobby order; a game listed by event `n` gets `IMPORTED_LISTINGS + n`,
+/// after all of them.
+pub const IMPORTED_LISTINGS: u64 = 1 << 40;
+
 impl Game {
     /// Applies a logged event (appended at `now_us`, with id `event_id`,
-    /// which becomes the lobby place if the game is listed by it). For
+    /// which gives the lobby place if the game is listed by it). For
     /// [`Effect::Moved`] with `None` the caller deletes the game.
     pub fn apply(&mut self, event: &GameEvent, event_id: u64, now_us: u64) -> Effect {
         let from = self.state;
+        let place = IMPORTED_LISTINGS + event_id;
         match event {
-            GameEvent::Move(Some(to)) if self.move_to(*to, event_id, now_us) => {
+            GameEvent::Move(Some(to)) if self.move_to(*to, place, now_us) => {
                 Effect::Moved(from, Some(*to))
             }
-            GameEvent::Disconnect(player) if self.disconnect(player, event_id, now_us) => {
+            GameEvent::Disconnect(player) if self.disconnect(player, place, now_us) => {
                 Effect::Reset(from)
             }
             GameEvent::Remove => Effect::Moved(from, None),
@@ -511,7 +517,7 @@ mod tests {
             g.apply(&GameEvent::Move(Some(State::CreatorJoined)), 5, 1),
             Effect::Moved(State::Created, Some(State::CreatorJoined))
         );
-        assert_eq!(g.listing, Some(5));
+        assert_eq!(g.listing, Some(IMPORTED_LISTINGS + 5));
         assert_eq!(g.apply(&GameEvent::Move(None), 6, 2), Effect::Ignored);
         g.join("2", 3).unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod game;
+pub mod original;
 pub mod scoring;
 pub mod stats_rules;
 

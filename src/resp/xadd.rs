@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::codec::Reply;
+use crate::domain::original::event_object;
 
 /// A parsed `XADD`.
 #[derive(Debug, PartialEq)]
@@ -114,46 +115,16 @@ pub fn parse(args: &[Bytes]) -> Result<Xadd, Reply> {
     }
     let mut fields: Vec<(String, String)> = Vec::with_capacity(pairs.len() / 2);
     for pair in pairs.chunks_exact(2) {
-        let field = text(&pair[0], "field names")?;
-        let value = text(&pair[1], "field values")?;
-        match fields.iter_mut().find(|(f, _)| *f == field) {
-            Some(existing) => existing.1 = value,
-            None => fields.push((field, value)),
-        }
+        fields.push((
+            text(&pair[0], "field names")?,
+            text(&pair[1], "field values")?,
+        ));
     }
     Ok(Xadd {
         stream,
         idmp,
-        event: event_json(&fields),
+        event: event_object(&fields),
     })
-}
-
-/// The fields as one JSON object with string values, in the order given.
-fn event_json(fields: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(
-        2 + fields
-            .iter()
-            .map(|(f, v)| f.len() + v.len() + 6)
-            .sum::<usize>(),
-    );
-    out.push('{');
-    for (i, (field, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_string(&mut out, field);
-        out.push(':');
-        push_json_string(&mut out, value);
-    }
-    out.push('}');
-    out
-}
-
-fn push_json_string(out: &mut String, s: &str) {
-    match serde_json::to_string(s) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("\"\""),
-    }
 }
 
 #[cfg(test)]

@@ -231,6 +231,30 @@ pub fn apply(
     Ok(changes)
 }
 
+/// Writes imported player records and the stats cursor in one atomic
+/// batch; returns the board entries for the rank counts.
+pub fn import(
+    tree: &::sled::Tree,
+    players: Vec<(String, String, Option<i64>, Counters)>,
+    cursor: u64,
+) -> Result<Vec<RankChange>, StorageError> {
+    let mut writes = ::sled::Batch::default();
+    let mut changes = Vec::new();
+    for (product, user, score, counters) in players {
+        let record = PlayerRecord { score, counters };
+        writes.insert(
+            player_key(&product, &user),
+            postcard::to_stdvec(&record).map_err(codec)?,
+        );
+        if score.is_some() {
+            changes.push((product, user, None, score));
+        }
+    }
+    writes.insert(CURSOR_KEY, &cursor.to_be_bytes());
+    tree.apply_batch(writes).map_err(db)?;
+    Ok(changes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

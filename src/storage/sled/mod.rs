@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
 use crate::app::ports::{
-    Applied, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, LoggedEvent,
+    Applied, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported, LoggedEvent,
     MatchmakerBatch, NewFrame, PendingAppend, SeatOutcome, StatsBatch, Storage, StorageError,
     StorageStatus,
 };
@@ -33,6 +33,9 @@ use views::Views;
 use writer::{Job, Trees, Writer};
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
+/// A file in the data directory while an import is being written; a
+/// directory that still has it holds a partial import and is never served.
+const IMPORT_MARKER: &str = "IMPORT-IN-PROGRESS";
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,10 @@ pub enum OpenError {
     Io { dir: String, message: String },
     #[error("database {dir}: {message}")]
     Corrupt { dir: String, message: String },
+    #[error(
+        "data directory {dir} holds an import-redis that was interrupted; remove the directory and run import-redis again"
+    )]
+    ImportInterrupted { dir: String },
 }
 
 /// The sled backend.
@@ -111,7 +118,42 @@ impl SledStorage {
     /// migrations, loads the writer's state and starts the writer. At most
     /// `max_pending` writes wait in its queue.
     pub fn open(dir: &Path, max_pending: usize) -> Result<Arc<SledStorage>, OpenError> {
+        if dir.join(IMPORT_MARKER).exists() {
+            return Err(OpenError::ImportInterrupted {
+                dir: dir.display().to_string(),
+            });
+        }
         SledStorage::open_with(::sled::Config::new().path(dir), dir, max_pending)
+    }
+
+    /// Creates the database in `dir`, which must be missing or empty, for
+    /// an import: until [`SledStorage::finish_import`], the directory is
+    /// marked as holding a partial import.
+    pub fn open_for_import(dir: &Path) -> Result<Arc<SledStorage>, OpenError> {
+        let io = |e: std::io::Error| OpenError::Io {
+            dir: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let marker = dir.join(IMPORT_MARKER);
+        std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        SledStorage::open_with(::sled::Config::new().path(dir), dir, 4096)
+    }
+
+    /// Marks an import into `dir` complete (after the storage is closed).
+    pub fn finish_import(dir: &Path) -> std::io::Result<()> {
+        std::fs::remove_file(dir.join(IMPORT_MARKER))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Whether `dir` holds an interrupted import.
+    pub fn import_interrupted(dir: &Path) -> bool {
+        dir.join(IMPORT_MARKER).exists()
     }
 
     /// A database in a temporary directory that is removed when closed.
@@ -445,6 +487,10 @@ impl Storage for SledStorage {
         // sled's lock on the data directory makes this process the only
         // one: every lease is always its own.
         Ok(true)
+    }
+
+    async fn import(&self, data: Imported) -> Result<(), StorageError> {
+        answer(self.job(|reply| Job::Import(Box::new(data), reply)).await?).await
     }
 
     async fn close(&self) -> Result<(), StorageError> {

@@ -21,7 +21,7 @@ use super::log::{self, LogState};
 use super::ranking::RankChange;
 use super::views::Views;
 use crate::app::ports::{
-    Appended, Applied, ConsumerName, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch,
+    Appended, Applied, ConsumerName, Imported, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch,
     StorageError,
 };
 use crate::domain::game::{CurationChange, Effect, Game, State};
@@ -79,6 +79,8 @@ pub enum Job {
         before_ms: u64,
         reply: Reply<u64>,
     },
+    /// Imported data for an empty database.
+    Import(Box<Imported>, Reply<()>),
     /// Flushes, answers, and stops the writer.
     Close(Reply<()>),
 }
@@ -389,6 +391,13 @@ impl Writer {
                 }
                 hold(reply, result)
             }
+            Job::Import(data, reply) => {
+                let result = self.import(group, *data);
+                if let Err(e @ StorageError::Unavailable(_)) = &result {
+                    group.fatal.get_or_insert(e.clone());
+                }
+                hold(reply, result)
+            }
             Job::Close(reply) => {
                 group.close = true;
                 hold(reply, Ok(()))
@@ -492,6 +501,40 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Stages imported data: games with their indexes, the events with
+    /// fresh ids, both cursors, and the player records (their own batch).
+    fn import(&mut self, group: &mut Group, data: Imported) -> Result<(), StorageError> {
+        if self.log.last_id() != 0 || self.games.iter().next().is_some() {
+            return Err(StorageError::Failed(
+                "the database is not empty; an import needs an empty one".into(),
+            ));
+        }
+        for game in data.games {
+            self.games.put(&mut group.games, game)?;
+        }
+        for (ts_ms, json) in data.events {
+            let frame = NewFrame {
+                events: vec![json],
+                dedup: None,
+            };
+            self.log
+                .stage(&self.trees.log, &mut group.log, frame, ts_ms)?;
+        }
+        group.games.insert(
+            cursor_key(ConsumerName::Matchmaker.as_str()),
+            &data.matchmaker_cursor.to_be_bytes(),
+        );
+        self.matchmaker_cursor = data.matchmaker_cursor;
+        let changes = boards::import(&self.trees.stats, data.players, data.stats_cursor)?;
+        group.ranks.extend(changes);
+        self.stats_cursor = data.stats_cursor;
+        group.games_dirty = true;
+        group.log_dirty = true;
+        Ok(())
+    }
+}
+
 impl Job {
     /// Answers the job with `error` without doing it.
     pub fn refuse(self, error: StorageError) {
@@ -506,6 +549,7 @@ impl Job {
             Job::Append(_, _, reply) => drop(reply.send(Err(error))),
             Job::Stats(_, reply) => drop(reply.send(Err(error))),
             Job::DropBefore { reply, .. } => drop(reply.send(Err(error))),
+            Job::Import(_, reply) => drop(reply.send(Err(error))),
             Job::Close(reply) => drop(reply.send(Err(error))),
         }
     }
