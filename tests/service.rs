@@ -682,6 +682,7 @@ async fn sigterm_finishes_in_flight_requests_exits_0_and_keeps_state() {
     // A join in flight (the game server hangs past the 1 s timeout) when
     // SIGTERM arrives is still answered; an idle WebSocket stays open.
     fake.set(Mode::Ok, Mode::Hang, Mode::Ok);
+    let joins_before = fake.calls("join_game").len();
     let http = server.http.clone();
     let url = server.url(&format!("/game_lobby/exrps/join_game/{game}"));
     let in_flight = tokio::spawn(async move {
@@ -696,7 +697,7 @@ async fn sigterm_finishes_in_flight_requests_exits_0_and_keeps_state() {
     });
     let calls = fake.clone();
     server
-        .wait_for(|| async { !calls.calls("join_game").is_empty() })
+        .wait_for(|| async { calls.calls("join_game").len() > joins_before })
         .await;
     let started = Instant::now();
     assert_eq!(server.terminate(), Some(0));

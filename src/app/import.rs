@@ -262,7 +262,7 @@ pub fn convert(
         if !for_stats {
             imported.stats_cursor += 1;
         }
-        imported.events.push((id.0, json));
+        imported.events.push(json);
     }
     summary.events = imported.events.len() as u64;
     summary.matchmaker_pending = summary.events - imported.matchmaker_cursor;

@@ -167,8 +167,8 @@ pub struct Imported {
     pub games: Vec<Game>,
     /// (product, user, board score if any, counters).
     pub players: Vec<(String, String, Option<i64>, Counters)>,
-    /// Events to append in order, each with its time (Unix ms).
-    pub events: Vec<(u64, String)>,
+    /// Events to append in order (each event's JSON text).
+    pub events: Vec<String>,
     /// The matchmaker's and the stats tracker's cursors among them.
     pub matchmaker_cursor: u64,
     pub stats_cursor: u64,

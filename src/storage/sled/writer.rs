@@ -513,7 +513,8 @@ impl Writer {
         for game in data.games {
             self.games.put(&mut group.games, game)?;
         }
-        for (ts_ms, json) in data.events {
+        let ts_ms = now_us() / 1000;
+        for json in data.events {
             let frame = NewFrame {
                 events: vec![json],
                 dedup: None,
