@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use common::{FakeGameServer, Options, Server, TempDir, assert_error, wait_until};
 use serde_json::{Value, json};
 
+/// Writes one variant of bad data into the original's Redis.
+type Seed<'a> = Box<dyn Fn(&Redis) + 'a>;
+
 // ---------------------------------------------------------------------------
 // A private redis-server per test
 // ---------------------------------------------------------------------------
@@ -748,7 +751,7 @@ async fn full_migration_keeps_everything_and_applies_each_unapplied_entry_once()
     let mut apj_reset = partial(&apj);
     apj_reset["players"] = json!(["uapj"]);
     let lobby = server.open_games("exrps").await;
-    let imported_listings = vec![
+    let imported_listings = [
         partial(&lobby_zulu),
         partial(&lobby_alpha),
         partial(&lobby_mike),
@@ -1173,7 +1176,7 @@ async fn a_product_missing_from_the_config_is_refused_before_anything_is_written
         20,
         true,
     );
-    let variants: Vec<(&str, Box<dyn Fn(&Redis) + '_>)> = vec![
+    let variants: Vec<(&str, Seed<'_>)> = vec![
         (
             "a __games:pong hash",
             Box::new(|r: &Redis| r.db(0).put_game(&pong_game)),
@@ -1219,7 +1222,7 @@ async fn an_unreadable_record_is_refused_before_anything_is_written() {
 
     let mut bad_clock = game(&url, "exrps", "g-badclock", &["q"], "created", 2, 5, true);
     bad_clock["_last_updated"] = json!("yesterday-ish");
-    let variants: Vec<(&str, Vec<&str>, Box<dyn Fn(&Redis) + '_>)> = vec![
+    let variants: Vec<(&str, Vec<&str>, Seed<'_>)> = vec![
         (
             "game JSON `{not json`",
             vec!["g-bad", "__games:exrps"],
