@@ -5,7 +5,9 @@
 //! consumer). API.md "Limits and overload": a failed flush acknowledges
 //! nothing more and loses nothing acknowledged; a failing consumer shows in
 //! `/readyz` and `/admin/status` and recovers; a full write queue answers
-//! 503 `overloaded` and ingest waits instead of dropping.
+//! 503 `overloaded` and ingest waits instead of dropping. The import's
+//! `import::before_finish` is set through the `FAILPOINTS` environment
+//! variable: an interrupted import is never served.
 //!
 //! Run with `cargo test --features failpoints --test faults`.
 
@@ -13,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FakeGameServer, Options, Server, assert_error, listed, wait_until};
+use common::{FakeGameServer, Options, Server, TempDir, assert_error, listed, wait_until};
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -304,4 +306,82 @@ async fn overload_answers_503_and_ingest_backpressure_loses_nothing() {
     // Writes are answered normally again.
     let (s, b) = server.create("exrps", "41").await;
     assert_eq!(s, 200, "{b}");
+}
+
+/// Runs `varcade import-redis` into `dir` with extra environment.
+fn import(from: &str, config: &std::path::Path, envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_varcade"));
+    cmd.args(["import-redis", "--from", from, "--config"])
+        .arg(config)
+        .env("VARCADE_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run import-redis");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// API.md "Import from the original": an import interrupted after it began
+/// writing is detected by `serve` and by the next import, with a message
+/// saying how to start over, and the partial database is never served.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_import_is_never_served_and_says_how_to_start_over() {
+    let redis = common::redis_server::RedisServer::start();
+    let client = redis::Client::open(format!("{}/2", redis.url())).unwrap();
+    let mut stats = client.get_connection().unwrap();
+    redis::cmd("ZADD")
+        .arg("_lb:wins:exrps")
+        .arg(3)
+        .arg("alice")
+        .exec(&mut stats)
+        .unwrap();
+
+    let fake = FakeGameServer::start().await;
+    let options = Options::new(&fake);
+    let dir = TempDir::new();
+    let config = dir.0.join("varcade.toml");
+    std::fs::write(&config, options.toml(&dir.0.join("db"))).unwrap();
+
+    // The fail point fires after the data is written and flushed, before
+    // the import is marked complete: as a crash at that moment would.
+    let (code, stderr) = import(
+        &redis.url(),
+        &config,
+        &[("FAILPOINTS", "import::before_finish=return")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_varcade"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--bind", "127.0.0.1:0"])
+        .env("VARCADE_LOG", "warn")
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("run import-redis again"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&serve.stdout).contains("listening on"),
+        "a partial import is never served"
+    );
+
+    let (code, stderr) = import(&redis.url(), &config, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+
+    // Starting over as the message says: remove the directory, import.
+    std::fs::remove_dir_all(dir.0.join("db")).unwrap();
+    let (code, stderr) = import(&redis.url(), &config, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let server = Server::start_in(&options, dir).await;
+    let (status, board) = server.get("/leaderboards/top_ten/exrps").await;
+    assert_eq!(status, 200);
+    assert_eq!(board, json!([{"user_id": "alice", "score": 3}]));
 }

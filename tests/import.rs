@@ -9,11 +9,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis_server::RedisServer;
 use common::{FakeGameServer, Options, Server, TempDir, assert_error, wait_until};
 use serde_json::{Value, json};
 
@@ -24,63 +24,20 @@ type Seed<'a> = Box<dyn Fn(&Redis) + 'a>;
 // A private redis-server per test
 // ---------------------------------------------------------------------------
 
-/// A `redis-server` on a free loopback port with no persistence, killed on
-/// drop. Never the one on 6379.
+/// The original's Redis for one test (see `common::redis_server`).
 struct Redis {
-    child: Child,
+    _server: RedisServer,
     port: u16,
-    _dir: TempDir,
 }
 
 impl Redis {
     fn start() -> Redis {
-        for _ in 0..5 {
-            let port = {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                listener.local_addr().unwrap().port()
-            };
-            let dir = TempDir::new();
-            let mut child = Command::new("/usr/bin/redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    dir.0.to_str().unwrap(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start /usr/bin/redis-server");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                let pong = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-                if pong.as_deref() == Ok("PONG") {
-                    return Redis {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("redis-server on {port} did not answer PING");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+        let server = RedisServer::start();
+        let port = server.port;
+        Redis {
+            _server: server,
+            port,
         }
-        panic!("could not start redis-server");
     }
 
     /// The URL given to `--from`.
@@ -95,13 +52,6 @@ impl Redis {
 
     fn flush_all(&self) {
         self.db(0).cmd(&["FLUSHALL"]);
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
