@@ -9,7 +9,10 @@
 //! from the options, the time from process start to the `listening on`
 //! line (scenario 10), an error instead of a panic, and a clean stop
 //! (SIGTERM) between the two starts of scenario 10. The temporary
-//! directory and the secrets are the harness's.
+//! directory and the secrets are the harness's. The XADD scenarios
+//! (11-13) start it with the Redis-protocol listener on too
+//! ([`Server::start_resp`]): its address is read from the
+//! `varcade redis protocol on` line, printed before `listening on`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +31,8 @@ pub struct Server {
     pub addr: String,
     /// `http://<addr>`.
     pub base: String,
+    /// The Redis-protocol listener's address, when it was asked for.
+    pub resp: Option<String>,
     /// Process start to the `listening on` line.
     pub startup: Duration,
     work: TempDir,
@@ -36,8 +41,14 @@ pub struct Server {
 }
 
 /// The config: the one product every scenario uses, expiries long enough
-/// that curation never removes a game during a run.
-fn config(data: &Path, game_url: &str) -> String {
+/// that curation never removes a game during a run; with `resp`, the
+/// Redis-protocol listener on an ephemeral port.
+fn config(data: &Path, game_url: &str, resp: bool) -> String {
+    let resp = if resp {
+        "[resp]\nbind = \"127.0.0.1:0\"\n\n"
+    } else {
+        ""
+    };
     format!(
         r#"data_dir = "{data}"
 jwt_secret = "{SECRET}"
@@ -56,7 +67,7 @@ in_progress = 3600
 ended = 3600
 curation_interval_ms = 1000
 
-[[games]]
+{resp}[[games]]
 product_id = "{PRODUCT}"
 game_server_url = "{game_url}"
 game_socket_url = "127.0.0.1:8085"
@@ -74,10 +85,20 @@ impl Server {
     /// Starts the binary on `data_dir` (a fresh one when `None`) against the
     /// game server at `game_url`.
     pub fn start(game_url: &str, data_dir: Option<&Path>, opts: &Opts) -> Res<Server> {
+        Server::launch(game_url, data_dir, opts, false)
+    }
+
+    /// [`Server::start`] on a fresh data directory with the Redis-protocol
+    /// listener on (its address in [`Server::resp`]).
+    pub fn start_resp(game_url: &str, opts: &Opts) -> Res<Server> {
+        Server::launch(game_url, None, opts, true)
+    }
+
+    fn launch(game_url: &str, data_dir: Option<&Path>, opts: &Opts, resp: bool) -> Res<Server> {
         let work = TempDir::new();
         let data = data_dir.map_or_else(|| work.0.join("db"), Path::to_path_buf);
         let config_file = work.0.join("varcade.toml");
-        std::fs::write(&config_file, config(&data, game_url)).ctx("write the config")?;
+        std::fs::write(&config_file, config(&data, game_url, resp)).ctx("write the config")?;
         let log_file = std::fs::File::create(work.0.join("server.log")).ctx("log file")?;
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_varcade"))
@@ -87,6 +108,7 @@ impl Server {
             .env_remove("VARCADE_BIND")
             .env_remove("VARCADE_DATA_DIR")
             .env_remove("VARCADE_JWT_SECRET")
+            .env_remove("VARCADE_RESP_BIND")
             .env("VARCADE_LOG", &opts.log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -102,6 +124,7 @@ impl Server {
             child,
             addr: String::new(),
             base: String::new(),
+            resp: None,
             startup: Duration::ZERO,
             keep_log: opts
                 .keep_logs
@@ -110,10 +133,14 @@ impl Server {
             work,
         };
         match listening.recv_timeout(START_LIMIT) {
-            Ok((addr, at)) => {
+            Ok((addr, resp_addr, at)) => {
                 server.startup = at - started;
                 server.base = format!("http://{addr}");
                 server.addr = addr;
+                if resp && resp_addr.is_none() {
+                    return Err("varcade printed no `redis protocol on` line".into());
+                }
+                server.resp = resp_addr;
                 Ok(server)
             }
             Err(_) => {
@@ -152,18 +179,28 @@ impl Server {
     }
 }
 
+/// What [`listening_line`] read: the HTTP address, the Redis-protocol
+/// address if that line came first, and when `listening on` came.
+type Listening = (String, Option<String>, Instant);
+
 /// Reads the child's stdout on a thread; the address of its `listening on`
-/// line and when it came arrive on the returned channel. The thread keeps
-/// draining stdout afterwards so the server never writes to a closed pipe.
-fn listening_line(child: &mut Child) -> Res<std::sync::mpsc::Receiver<(String, Instant)>> {
+/// line (and of the `redis protocol on` line before it, if any) and when it
+/// came arrive on the returned channel. The thread keeps draining stdout
+/// afterwards so the server never writes to a closed pipe.
+fn listening_line(child: &mut Child) -> Res<std::sync::mpsc::Receiver<Listening>> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let last_word = |line: &str| line.rsplit(' ').next().unwrap_or_default().to_string();
         let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        let listening = lines.by_ref().find(|line| line.contains("listening on"));
-        if let Some(line) = listening {
-            let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
-            let _ = tx.send((addr, Instant::now()));
+        let mut resp = None;
+        for line in lines.by_ref() {
+            if line.contains("redis protocol on") {
+                resp = Some(last_word(&line));
+            } else if line.contains("listening on") {
+                let _ = tx.send((last_word(&line), resp, Instant::now()));
+                break;
+            }
         }
         lines.for_each(drop);
     });
