@@ -1,7 +1,8 @@
 //! The drivers that generate load: [`drive`] runs an HTTP call on many
 //! concurrent connections, [`ws_pipeline`] and [`ws_parallel`] keep ingest
-//! frames in flight on WebSockets; both record per-call latency for
-//! [`percentiles`]. They know nothing of a scenario: a scenario says what
+//! frames in flight on WebSockets, [`resp_pipeline`] and [`resp_parallel`]
+//! keep `XADD` commands in flight on Redis-protocol connections; all
+//! record per-call latency for [`percentiles`]. They know nothing of a scenario: a scenario says what
 //! one call is and for how long or how many times to make it.
 
 use std::collections::VecDeque;
@@ -10,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -129,11 +133,11 @@ pub async fn expect_ok(response: reqwest::Result<reqwest::Response>) -> Res<axum
 
 // ---------------------------------------------------------------- WebSocket load
 
-/// What [`ws_pipeline`] measured.
+/// What [`ws_pipeline`] (or [`resp_pipeline`]) measured.
 pub struct WsLoad {
-    /// Frames acknowledged.
+    /// Frames (commands) acknowledged.
     pub frames: u64,
-    /// Frames answered with something else than an ack.
+    /// Frames (commands) answered with something else than an ack.
     pub errors: u64,
     pub first_error: Option<String>,
     pub lat_us: Vec<u32>,
@@ -155,6 +159,16 @@ impl WsLoad {
         match &self.first_error {
             Some(e) => format!("{} errors, first: {e}", self.errors.max(1)),
             None => String::new(),
+        }
+    }
+
+    /// Adds another connection's figures (not its elapsed time).
+    fn absorb(&mut self, other: WsLoad) {
+        self.frames += other.frames;
+        self.errors += other.errors;
+        self.lat_us.extend(other.lat_us);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
         }
     }
 }
@@ -282,13 +296,279 @@ pub async fn ws_parallel(
         .collect();
     let mut all = WsLoad::empty();
     for task in tasks {
-        let load = task.await.ctx("ws task")??;
-        all.frames += load.frames;
-        all.errors += load.errors;
-        all.lat_us.extend(load.lat_us);
-        if all.first_error.is_none() {
-            all.first_error = load.first_error;
+        all.absorb(task.await.ctx("ws task")??);
+    }
+    all.elapsed = started.elapsed();
+    Ok(all)
+}
+
+// ---------------------------------------------------------------- RESP load
+
+/// Commands a RESP sender writes at most in one `write`.
+const RESP_BATCH: usize = 256;
+/// Bounds on reading one reply outside the measured loop (AUTH).
+const RESP_REPLY_LIMIT: Duration = Duration::from_secs(10);
+
+/// One command as a RESP array of bulk strings, as any Redis client
+/// writes it.
+pub fn resp_command(args: &[&[u8]]) -> Bytes {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    Bytes::from(out)
+}
+
+/// One RESP reply, as far as an `XADD` or `AUTH` client cares.
+#[derive(Debug)]
+enum Reply {
+    /// `+...` or `:...`.
+    Simple(String),
+    /// `$n` with its data (`$-1`, null, is an empty `Bulk`).
+    Bulk(Bytes),
+    /// `-...`.
+    Error(String),
+}
+
+/// The first complete reply in `buf`, consumed; `None` while incomplete.
+/// Arrays and anything else are a protocol error (no command this client
+/// sends is answered with one).
+fn next_reply(buf: &mut BytesMut) -> Res<Option<Reply>> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.len() > 64 * 1024 {
+            return Err("RESP line over 64 KiB".into());
         }
+        return Ok(None);
+    };
+    let line = String::from_utf8_lossy(&buf[1..end]).into_owned();
+    let reply = match buf.first() {
+        Some(b'+' | b':') => Reply::Simple(line),
+        Some(b'-') => Reply::Error(line),
+        Some(b'$') => {
+            let len: i64 = line.parse().ctx("bulk length")?;
+            if len < 0 {
+                buf.advance(end + 2);
+                return Ok(Some(Reply::Bulk(Bytes::new())));
+            }
+            let len = len as usize;
+            if buf.len() < end + 2 + len + 2 {
+                return Ok(None);
+            }
+            let data = Bytes::copy_from_slice(&buf[end + 2..end + 2 + len]);
+            if &buf[end + 2 + len..end + 4 + len] != b"\r\n" {
+                return Err("bulk string not followed by CRLF".into());
+            }
+            buf.advance(end + 4 + len);
+            return Ok(Some(Reply::Bulk(data)));
+        }
+        _ => {
+            return Err(format!(
+                "unexpected RESP reply {:?}",
+                String::from_utf8_lossy(&buf[..end])
+            ));
+        }
+    };
+    buf.advance(end + 2);
+    Ok(Some(reply))
+}
+
+/// Whether an `XADD` reply's data is an entry id as varcade gives them,
+/// `<digits>-0`.
+fn is_xadd_id(data: &[u8]) -> bool {
+    data.strip_suffix(b"-0")
+        .is_some_and(|ms| !ms.is_empty() && ms.iter().all(u8::is_ascii_digit))
+}
+
+/// Connects to the RESP listener at `addr` and authenticates with the
+/// ingest key (`AUTH <key>` → `+OK`).
+async fn resp_connect(addr: &str) -> Res<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.ctx("resp connect")?;
+    stream.set_nodelay(true).ctx("nodelay")?;
+    stream
+        .write_all(&resp_command(&[b"AUTH", KEY.as_bytes()]))
+        .await
+        .ctx("write AUTH")?;
+    let mut buf = BytesMut::with_capacity(256);
+    let deadline = Instant::now() + RESP_REPLY_LIMIT;
+    loop {
+        match next_reply(&mut buf)? {
+            Some(Reply::Simple(ok)) if ok == "OK" => return Ok(stream),
+            Some(other) => return Err(format!("AUTH answered {other:?}")),
+            None => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read_buf(&mut buf)).await {
+            Err(_) => return Err("no answer to AUTH".into()),
+            Ok(Ok(0)) => return Err("connection closed after AUTH".into()),
+            Ok(Err(e)) => return Err(format!("read AUTH answer: {e}")),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// One RESP connection: after `AUTH`, sends `commands` (cycled) with at
+/// most `window` unanswered, until `deadline` or `max` commands; measures
+/// each command's write-to-reply latency. A sender task writes whatever
+/// the window allows in one `write` (as a pipelining client does); this
+/// task reads the replies, in order. A reply other than `<id>-0` counts as
+/// an error; window 1 is strictly one command at a time.
+pub async fn resp_pipeline(
+    addr: String,
+    commands: Arc<Vec<Bytes>>,
+    window: usize,
+    deadline: Instant,
+    max: u64,
+) -> Res<WsLoad> {
+    let window = window.max(1);
+    let (mut read, mut write) = resp_connect(&addr).await?.into_split();
+    let permits = Arc::new(tokio::sync::Semaphore::new(window));
+    let times = Arc::new(Mutex::new(VecDeque::<Instant>::with_capacity(window)));
+    let total = Arc::new(AtomicU64::new(u64::MAX));
+    let started = Instant::now();
+    let sender = {
+        let (permits, times, total) = (permits.clone(), times.clone(), total.clone());
+        tokio::spawn(async move {
+            let mut out = Vec::with_capacity(64 * 1024);
+            let mut i = 0u64;
+            let mut result = Ok(());
+            while i < max && Instant::now() < deadline {
+                match permits.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                // Whatever else the window allows now, in the same write.
+                let more = (permits.available_permits() as u64)
+                    .min(RESP_BATCH as u64 - 1)
+                    .min(max - i - 1) as u32;
+                if more > 0 {
+                    match permits.try_acquire_many(more) {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
+                    }
+                }
+                let n = 1 + u64::from(more);
+                for k in i..i + n {
+                    out.extend_from_slice(&commands[(k % commands.len() as u64) as usize]);
+                }
+                {
+                    let now = Instant::now();
+                    let mut times = times.lock().unwrap();
+                    times.extend(std::iter::repeat_n(now, n as usize));
+                }
+                if let Err(e) = write.write_all(&out).await {
+                    result = Err(format!("resp write: {e}"));
+                    break;
+                }
+                out.clear();
+                i += n;
+            }
+            total.store(i, Ordering::SeqCst);
+            (result, write)
+        })
+    };
+    let mut load = WsLoad::empty();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let hard_stop = deadline + Duration::from_secs(30);
+    'replies: loop {
+        loop {
+            let reply = match next_reply(&mut buf) {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                Err(e) => {
+                    load.first_error.get_or_insert(e);
+                    break 'replies;
+                }
+            };
+            let sent = times.lock().unwrap().pop_front();
+            permits.add_permits(1);
+            match reply {
+                Reply::Bulk(id) if is_xadd_id(&id) => {
+                    load.frames += 1;
+                    if let Some(sent) = sent {
+                        load.lat_us.push(micros_since(sent));
+                    }
+                }
+                other => {
+                    load.errors += 1;
+                    load.first_error.get_or_insert(format!("{other:?}"));
+                }
+            }
+        }
+        if load.frames + load.errors >= total.load(Ordering::SeqCst) {
+            break;
+        }
+        if Instant::now() > hard_stop {
+            load.first_error
+                .get_or_insert("replies still missing 30 s after the window".into());
+            break;
+        }
+        buf.reserve(64 * 1024);
+        match tokio::time::timeout(Duration::from_millis(100), read.read_buf(&mut buf)).await {
+            Err(_) => {}
+            Ok(Ok(0)) => {
+                load.first_error.get_or_insert("connection closed".into());
+                break;
+            }
+            Ok(Err(e)) => {
+                load.first_error.get_or_insert(format!("resp read: {e}"));
+                break;
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+    load.elapsed = started.elapsed();
+    permits.close();
+    // The sender is waiting for a permit (now closed) or at most in one
+    // write; 5 s bounds a server that stopped reading.
+    let abort = sender.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(5), sender).await {
+        Ok(Ok((result, mut write))) => {
+            if let Err(e) = result {
+                load.first_error.get_or_insert(e);
+            }
+            let _ = write.shutdown().await;
+        }
+        Ok(Err(e)) => {
+            load.first_error.get_or_insert(format!("resp sender: {e}"));
+        }
+        Err(_) => {
+            abort.abort();
+            load.first_error
+                .get_or_insert("resp sender stuck in a write".into());
+        }
+    }
+    Ok(load)
+}
+
+/// Runs `resp_pipeline` on several connections to `addr` at once;
+/// `commands[c]` is the command pool of connection `c`.
+pub async fn resp_parallel(
+    addr: &str,
+    commands: Vec<Arc<Vec<Bytes>>>,
+    window: usize,
+    duration: Duration,
+    max_per_conn: u64,
+) -> Res<WsLoad> {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = commands
+        .into_iter()
+        .map(|pool| {
+            tokio::spawn(resp_pipeline(
+                addr.to_string(),
+                pool,
+                window,
+                deadline,
+                max_per_conn,
+            ))
+        })
+        .collect();
+    let mut all = WsLoad::empty();
+    for task in tasks {
+        all.absorb(task.await.ctx("resp task")??);
     }
     all.elapsed = started.elapsed();
     Ok(all)

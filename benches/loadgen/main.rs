@@ -5,13 +5,14 @@
 //!
 //! ```text
 //! cargo bench --bench loadgen                      # every scenario
-//! cargo bench --bench loadgen -- create join       # by name (or number 1-10)
+//! cargo bench --bench loadgen -- create join       # by name (or number 1-13)
 //! cargo bench --bench loadgen -- --quick           # small counts, smoke run
 //! ```
 //!
 //! Options: `--secs N` (measurement window per scenario, default 5),
 //! `--conns N` (HTTP connections, default 64), `--window N` (frames in
-//! flight on the single-event WebSocket, default 256), `--log LEVEL` (the
+//! flight on the single-event WebSocket, and `XADD`s in flight on each
+//! Redis-protocol connection of scenarios 11 and 12, default 256), `--log LEVEL` (the
 //! server's VARCADE_LOG, default `warn`), `--players N` and `--events N`
 //! (the stored data set of scenarios 4 and 10, default 1,000,000 each).
 //! For experiments: `--server-workers N` (the server's
@@ -87,8 +88,8 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
 
 // ---------------------------------------------------------------- options
 
-/// The scenarios, numbered 1-10 in this order.
-const SCENARIOS: [&str; 10] = [
+/// The scenarios, numbered 1-13 in this order.
+const SCENARIOS: [&str; 13] = [
     "create",
     "join",
     "open_games",
@@ -99,6 +100,9 @@ const SCENARIOS: [&str; 10] = [
     "stats_consumer",
     "matchmaker_consumer",
     "startup",
+    "xadd_pipelined",
+    "xadd_16conns",
+    "xadd_sync",
 ];
 
 #[derive(Clone, Debug)]
@@ -165,7 +169,10 @@ impl Opts {
                     let index = match name.parse::<usize>() {
                         Ok(n) if (1..=SCENARIOS.len()).contains(&n) => n - 1,
                         _ => SCENARIOS.iter().position(|s| *s == name).ok_or_else(|| {
-                            format!("unknown scenario {name:?}; one of {SCENARIOS:?} or 1-10")
+                            format!(
+                                "unknown scenario {name:?}; one of {SCENARIOS:?} or 1-{}",
+                                SCENARIOS.len()
+                            )
                         })?,
                     };
                     if !opts.selected.contains(&index) {
@@ -219,6 +226,9 @@ async fn scenario(env: &Arc<Env>, name: &'static str) -> Res<Vec<Row>> {
             "ack_steady" => scenarios::ingest::ack_steady(&env).await,
             "stats_consumer" => scenarios::consumers::stats(&env).await,
             "matchmaker_consumer" => scenarios::consumers::matchmaker(&env).await,
+            "xadd_pipelined" => scenarios::resp::pipelined(&env).await,
+            "xadd_16conns" => scenarios::resp::conns16(&env).await,
+            "xadd_sync" => scenarios::resp::sync(&env).await,
             _ => Err(format!("unknown scenario {name}")),
         }
     });

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::app::ports::{
-    ConsumerName, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange, Storage,
+    ConsumerName, Imported, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange,
+    Storage,
 };
 use crate::domain::event::Dedup;
 use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
@@ -294,4 +295,66 @@ async fn boards(s: &dyn Storage) {
         Some(&2)
     );
     assert!(s.player_stats("exrps", "9").await.unwrap().is_empty());
+}
+
+/// An import into an empty backend (which `storage` must be): games keep
+/// their lobby order ahead of later listings, events get ids from 1, each
+/// cursor is where the import put it, boards rank the imported scores, and
+/// a second import is refused.
+pub async fn run_import(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let mut games = Vec::new();
+    for (id, listing) in [("late", 2), ("early", 1)] {
+        let mut g = game(id, 5);
+        g.state = State::CreatorJoined;
+        g.listing = Some(listing);
+        games.push(g);
+    }
+    games.push(game("new", 5));
+    let mut counters = BTreeMap::new();
+    counters.insert("rock_selection_count".to_string(), 4);
+    let data = Imported {
+        games,
+        players: vec![
+            ("exrps".into(), "7".into(), Some(3), counters.clone()),
+            ("exrps".into(), "8".into(), Some(5), BTreeMap::new()),
+        ],
+        events: vec!["{\"n\":1}".into(), "{\"n\":2}".into()],
+        matchmaker_cursor: 1,
+        stats_cursor: 0,
+    };
+    s.import(data.clone()).await.unwrap();
+    assert_eq!(listed(s), ["early", "late"]);
+    let ids: Vec<u64> = s.read(0, 10).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(*s.durable().borrow(), 2);
+    assert_eq!(s.cursor(ConsumerName::Matchmaker).await.unwrap(), 1);
+    assert_eq!(s.cursor(ConsumerName::Stats).await.unwrap(), 0);
+    assert_eq!(s.rank("exrps", "8").await.unwrap(), Some((5, 1)));
+    assert_eq!(s.rank("exrps", "7").await.unwrap(), Some((3, 2)));
+    assert_eq!(s.player_stats("exrps", "7").await.unwrap(), counters);
+
+    s.apply_matchmaker(mm(
+        2,
+        vec![(2, "new", GameEvent::Move(Some(State::CreatorJoined)))],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        listed(s),
+        ["early", "late", "new"],
+        "listed after the import"
+    );
+    assert!(s.import(data).await.is_err(), "only into an empty backend");
+    let next = s
+        .submit(NewFrame {
+            events: vec!["{}".into()],
+            dedup: None,
+        })
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(next.first_id, 3, "ids go on after the imported events");
 }

@@ -1,5 +1,5 @@
 //! The scenarios, one file per group (the lobby, the stored board and
-//! start-up, ingest, the consumers), and what they share: the [`Env`]
+//! start-up, ingest, the consumers, ingest by `XADD`), and what they share: the [`Env`]
 //! (HTTP client, fake game server, player tokens, options) and the steps
 //! several of them take (creating games, listing them, posting events).
 
@@ -7,6 +7,7 @@ pub mod board;
 pub mod consumers;
 pub mod ingest;
 pub mod lobby;
+pub mod resp;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -11,6 +11,13 @@ async fn the_storage_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_import_suite() {
+    let storage = SledStorage::temporary().unwrap();
+    crate::storage::suite::run_import(storage.clone()).await;
+    storage.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn migrations_are_recorded_and_newer_layouts_refused() {
     let dir = std::env::temp_dir().join(format!("varcade-migrate-{}", uuid::Uuid::new_v4()));
     {
