@@ -2,8 +2,9 @@
 //! concurrent connections, [`ws_pipeline`] and [`ws_parallel`] keep ingest
 //! frames in flight on WebSockets, [`resp_pipeline`] and [`resp_parallel`]
 //! keep `XADD` commands in flight on Redis-protocol connections; all
-//! record per-call latency for [`percentiles`]. They know nothing of a scenario: a scenario says what
-//! one call is and for how long or how many times to make it.
+//! record per-call latency for [`percentiles`]. They know nothing of a
+//! scenario: a scenario says what one call is and for how long or how many
+//! times to make it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -323,7 +324,6 @@ pub fn resp_command(args: &[&[u8]]) -> Bytes {
 }
 
 /// One RESP reply, as far as an `XADD` or `AUTH` client cares.
-#[derive(Debug)]
 enum Reply {
     /// `+...` or `:...`.
     Simple(String),
@@ -331,6 +331,16 @@ enum Reply {
     Bulk(Bytes),
     /// `-...`.
     Error(String),
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Simple(text) => write!(f, "+{text}"),
+            Reply::Bulk(data) => write!(f, "${}", String::from_utf8_lossy(data)),
+            Reply::Error(text) => write!(f, "-{text}"),
+        }
+    }
 }
 
 /// The first complete reply in `buf`, consumed; `None` while incomplete.
@@ -396,7 +406,7 @@ async fn resp_connect(addr: &str) -> Res<TcpStream> {
     loop {
         match next_reply(&mut buf)? {
             Some(Reply::Simple(ok)) if ok == "OK" => return Ok(stream),
-            Some(other) => return Err(format!("AUTH answered {other:?}")),
+            Some(other) => return Err(format!("AUTH answered {other}")),
             None => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -493,7 +503,7 @@ pub async fn resp_pipeline(
                 }
                 other => {
                     load.errors += 1;
-                    load.first_error.get_or_insert(format!("{other:?}"));
+                    load.first_error.get_or_insert(other.to_string());
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Load generator (issue 4, part 2): starts the real `varcade` binary with a
 //! temporary data directory and an in-process fake game server, drives it
-//! over loopback with concurrent HTTP (reqwest, keep-alive) and WebSocket
-//! clients, and prints throughput and latency per scenario.
+//! over loopback with concurrent HTTP (reqwest, keep-alive), WebSocket and
+//! Redis-protocol (`XADD`, scenarios 11-13) clients, and prints throughput
+//! and latency per scenario.
 //!
 //! ```text
 //! cargo bench --bench loadgen                      # every scenario
@@ -12,9 +13,10 @@
 //! Options: `--secs N` (measurement window per scenario, default 5),
 //! `--conns N` (HTTP connections, default 64), `--window N` (frames in
 //! flight on the single-event WebSocket, and `XADD`s in flight on each
-//! Redis-protocol connection of scenarios 11 and 12, default 256), `--log LEVEL` (the
-//! server's VARCADE_LOG, default `warn`), `--players N` and `--events N`
-//! (the stored data set of scenarios 4 and 10, default 1,000,000 each).
+//! Redis-protocol connection of scenarios 11 and 12, default 256),
+//! `--log LEVEL` (the server's VARCADE_LOG, default `warn`), `--players N`
+//! and `--events N` (the stored data set of scenarios 4 and 10, default
+//! 1,000,000 each).
 //! For experiments: `--server-workers N` (the server's
 //! TOKIO_WORKER_THREADS), `--scrape-ms N` (GET /metrics every N ms during
 //! the loads of scenarios 4 and 10, as Prometheus would), `--keep-logs DIR`
@@ -40,7 +42,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`server`] | starting and stopping the binary |
-//! | [`load`] | the HTTP and WebSocket drivers, percentiles |
+//! | [`load`] | the HTTP, WebSocket and RESP (`XADD`) drivers, percentiles |
 //! | [`meter`] | CPU, memory and `/metrics` readings |
 //! | [`workload`] | the deterministic random numbers and event texts |
 //! | [`populate`] | the stored data set of scenarios 4 and 10 |

@@ -1,6 +1,7 @@
 //! The scenarios, one file per group (the lobby, the stored board and
-//! start-up, ingest, the consumers, ingest by `XADD`), and what they share: the [`Env`]
-//! (HTTP client, fake game server, player tokens, options) and the steps
+//! start-up, ingest, the consumers, ingest by `XADD`), and what they
+//! share: the [`Env`] (HTTP client, fake game server, player tokens,
+//! options) and the steps
 //! several of them take (creating games, listing them, posting events).
 
 pub mod board;
