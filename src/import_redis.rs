@@ -37,8 +37,6 @@ pub struct Source {
 pub enum ImportFailed {
     #[error("redis {url}: {message}")]
     Redis { url: String, message: String },
-    #[error("data directory {0} is not empty; import-redis needs an empty or missing one")]
-    NotEmpty(String),
     #[error("{0}; nothing was written")]
     Records(#[from] ImportError),
     #[error("{0}")]
@@ -50,14 +48,19 @@ pub enum ImportFailed {
 /// Runs the import; returns what was copied.
 pub async fn run(config: &Config, source: &Source) -> Result<Summary, ImportFailed> {
     let dir = config.data_dir.clone();
-    if SledStorage::import_interrupted(&dir) {
-        return Err(OpenError::ImportInterrupted {
+    if SledStorage::is_incomplete(&dir) {
+        return Err(OpenError::Interrupted {
             dir: dir.display().to_string(),
+            what: "import-redis".into(),
         }
         .into());
     }
     if !is_empty_dir(&dir) {
-        return Err(ImportFailed::NotEmpty(dir.display().to_string()));
+        return Err(OpenError::NotEmpty {
+            dir: dir.display().to_string(),
+            what: "import-redis".into(),
+        }
+        .into());
     }
     let original = read(source).await?;
     let (imported, summary) = convert(original, &config.products())?;

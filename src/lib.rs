@@ -4,6 +4,7 @@
 //! `infra` is used by all; `service` wires them together.
 
 pub mod app;
+pub mod backup_client;
 pub mod domain;
 pub mod fake_game_server;
 pub mod http;

@@ -58,6 +58,28 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Download a consistent copy of a running service's database
+    /// (POST /admin/backup) into FILE, checked before it is kept.
+    Backup {
+        /// The service, e.g. http://127.0.0.1:5050.
+        #[arg(long)]
+        url: String,
+        /// Where to write the backup.
+        #[arg(long)]
+        to: PathBuf,
+        /// The admin key.
+        #[arg(long, env = "VARCADE_ADMIN_KEY", hide_env_values = true)]
+        admin_key: String,
+    },
+    /// Rebuild a data directory (missing or empty) from a backup file.
+    Restore {
+        /// A file written by `varcade backup` or POST /admin/backup.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Run a stand-in game server for local development.
     FakeGameServer {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -163,6 +185,37 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("import-redis: {e}")),
+            }
+        }
+        Command::Backup { url, to, admin_key } => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            match rt.block_on(varcade::backup_client::download(&url, &admin_key, &to)) {
+                Ok(trailer) => {
+                    println!(
+                        "backup of {url} written to {} ({} records)",
+                        to.display(),
+                        trailer.records
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("backup: {e}")),
+            }
+        }
+        Command::Restore { from, data_dir } => {
+            match varcade::storage::sled::SledStorage::restore(&from, &data_dir) {
+                Ok(trailer) => {
+                    println!(
+                        "restored {} records from {} into {}",
+                        trailer.records,
+                        from.display(),
+                        data_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
             }
         }
         Command::FakeGameServer { bind } => {

@@ -174,6 +174,21 @@ pub struct Imported {
     pub stats_cursor: u64,
 }
 
+/// A point-in-time copy of the whole database in a file, which is removed
+/// when this is dropped.
+#[derive(Debug)]
+pub struct BackupFile {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    pub records: u64,
+}
+
+impl Drop for BackupFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// What the backend says about itself (`/admin/status`, `/readyz`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageStatus {
@@ -301,6 +316,10 @@ pub trait Storage: GameStore + EventLog + Boards {
 
     /// Makes everything durable and stops accepting writes.
     async fn close(&self) -> Result<(), StorageError>;
+
+    /// Writes a consistent copy of the whole database, one moment of it, to
+    /// a file (writes wait while it is taken).
+    async fn backup(&self) -> Result<BackupFile, StorageError>;
 
     /// Writes imported data into an empty backend as one durable step;
     /// refuses (`Failed`) if it holds any game or event.

@@ -69,7 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/admin/status", get(ops::admin_status));
+        .route("/admin/status", get(ops::admin_status))
+        .route("/admin/backup", axum::routing::post(ops::backup));
     #[cfg(feature = "failpoints")]
     let router = router.route("/admin/failpoints", axum::routing::post(ops::failpoints));
     router

@@ -1,5 +1,5 @@
 //! Operations routes (API.md "Operations"): health, readiness, metrics,
-//! the admin status, reading the log, and (with the `failpoints` feature,
+//! the admin status, online backup, reading the log, and (with the `failpoints` feature,
 //! for tests) setting fail points.
 
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -33,6 +34,39 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     "ready".into_response()
+}
+
+/// `POST /admin/backup` (admin key): a consistent point-in-time copy of
+/// the whole database as the body. The backend writes it to a file in one
+/// moment (writes wait meanwhile); the body is streamed from that file,
+/// which is removed when the response ends, however it ends.
+pub async fn backup(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let file = state.app.storage.backup().await?;
+    let opened = tokio::fs::File::open(&file.path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("backup file: {e}")))?;
+    let (bytes, records) = (file.bytes, file.records);
+    let body = tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024).map(move |chunk| {
+        let _keep_until_sent = &file;
+        chunk
+    });
+    let name = format!(
+        "attachment; filename=\"varcade-{}.backup\"",
+        crate::infra::clock::now_us() / 1_000_000
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, bytes.to_string()),
+            (header::CONTENT_DISPOSITION, name),
+            (
+                header::HeaderName::from_static("x-varcade-backup-records"),
+                records.to_string(),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// `GET /admin/status` (admin key): the log's end, each consumer's cursor,

@@ -30,7 +30,22 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// A value that came from a flag or an environment variable.
+    #[error("{origin}: {message}")]
+    Setting { origin: String, message: String },
+    /// A secret file that cannot be read.
+    #[error("config {origin}: key `{key}`: cannot read {path}: {source}")]
+    SecretFile {
+        origin: String,
+        key: String,
+        path: String,
+        source: std::io::Error,
+    },
 }
+
+/// The sample secrets of the README and the built-in defaults: refused on
+/// an address other than loopback.
+pub const SAMPLE_SECRETS: [&str; 3] = ["change-me", "change-me-too", "exrps-secret"];
 
 /// The whole service configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,7 +54,11 @@ pub struct Config {
     pub bind: String,
     pub data_dir: PathBuf,
     pub jwt_secret: String,
+    /// A file holding `jwt_secret` (container secrets); replaces it.
+    pub jwt_secret_file: Option<PathBuf>,
     pub admin_key: Option<String>,
+    /// A file holding `admin_key`; replaces it.
+    pub admin_key_file: Option<PathBuf>,
     pub game_server_timeout_ms: u64,
     /// How long events that every consumer has applied are kept (seconds).
     pub event_retention_secs: u64,
@@ -103,7 +122,11 @@ pub struct ProductConfig {
     pub product_id: String,
     pub game_server_url: String,
     pub game_socket_url: String,
+    #[serde(default)]
     pub ingest_key: String,
+    /// A file holding `ingest_key`; replaces it.
+    #[serde(default)]
+    pub ingest_key_file: Option<PathBuf>,
     #[serde(default = "default_leaderboard")]
     pub leaderboard: String,
     #[serde(default = "default_stats")]
@@ -126,7 +149,9 @@ impl Default for Config {
             bind: "127.0.0.1:5050".into(),
             data_dir: PathBuf::from("data/db"),
             jwt_secret: "change-me".into(),
+            jwt_secret_file: None,
             admin_key: None,
+            admin_key_file: None,
             game_server_timeout_ms: 5000,
             event_retention_secs: 7 * 24 * 3600,
             max_connections: 10_000,
@@ -139,6 +164,7 @@ impl Default for Config {
                 game_server_url: "http://127.0.0.1:8080".into(),
                 game_socket_url: "127.0.0.1:8085".into(),
                 ingest_key: "exrps-secret".into(),
+                ingest_key_file: None,
                 leaderboard: "wins".into(),
                 stats: "exrps".into(),
                 settings: toml::Table::from_iter([("num_players".into(), toml::Value::Integer(2))]),
@@ -179,6 +205,29 @@ pub struct Known {
     pub stats: Vec<&'static str>,
 }
 
+/// The environment variable that overrides a product's ingest key:
+/// `VARCADE_INGEST_KEY_<PRODUCT>`, upper-cased, `-` as `_`.
+pub fn ingest_key_env(product_id: &str) -> String {
+    format!(
+        "VARCADE_INGEST_KEY_{}",
+        product_id.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// Where values that did not come from the config file came from.
+#[derive(Debug, Default)]
+struct Origins(HashMap<String, String>);
+
+impl Origins {
+    fn set(&mut self, key: &str, origin: &str) {
+        self.0.insert(key.to_string(), origin.to_string());
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
 /// Overrides from the command line (highest precedence).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -200,26 +249,78 @@ impl Config {
             ),
             None => (Config::default(), "defaults".to_string()),
         };
+        config.read_secret_files(&origin)?;
+        let mut origins = Origins::default();
         if let Some(bind) = env("VARCADE_BIND") {
             config.bind = bind;
+            origins.set("bind", "environment variable VARCADE_BIND");
         }
         if let Some(dir) = env("VARCADE_DATA_DIR") {
             config.data_dir = dir.into();
         }
         if let Some(secret) = env("VARCADE_JWT_SECRET") {
             config.jwt_secret = secret;
+            origins.set("jwt_secret", "environment variable VARCADE_JWT_SECRET");
+        }
+        if let Some(key) = env("VARCADE_ADMIN_KEY") {
+            config.admin_key = Some(key);
+            origins.set("admin_key", "environment variable VARCADE_ADMIN_KEY");
+        }
+        for game in &mut config.games {
+            let name = ingest_key_env(&game.product_id);
+            if let Some(key) = env(&name) {
+                game.ingest_key = key;
+                origins.set(
+                    &format!("ingest_key:{}", game.product_id),
+                    &format!("environment variable {name}"),
+                );
+            }
         }
         if let Some(bind) = env("VARCADE_RESP_BIND") {
             config.resp.bind = Some(bind);
+            origins.set("resp.bind", "environment variable VARCADE_RESP_BIND");
         }
         if let Some(bind) = &flags.bind {
             config.bind = bind.clone();
+            origins.set("bind", "--bind");
         }
         if let Some(dir) = &flags.data_dir {
             config.data_dir = dir.clone();
         }
-        config.validate(&origin, known)?;
+        config.validate_from(&origin, &origins, known)?;
         Ok(config)
+    }
+
+    /// Replaces each secret that names a file with the file's content
+    /// (one trailing newline dropped).
+    fn read_secret_files(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let read = |key: String, path: &Path| {
+            std::fs::read_to_string(path)
+                .map(|s| {
+                    s.strip_suffix('\n')
+                        .unwrap_or(&s)
+                        .trim_end_matches('\r')
+                        .to_string()
+                })
+                .map_err(|source| ConfigError::SecretFile {
+                    origin: origin.to_string(),
+                    key,
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        if let Some(path) = &self.jwt_secret_file {
+            self.jwt_secret = read("jwt_secret_file".into(), path)?;
+        }
+        if let Some(path) = &self.admin_key_file {
+            self.admin_key = Some(read("admin_key_file".into(), path)?);
+        }
+        for (i, game) in self.games.iter_mut().enumerate() {
+            if let Some(path) = &game.ingest_key_file {
+                game.ingest_key = read(format!("games[{i}].ingest_key_file"), path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Parses a TOML file; unknown keys and wrong types are errors.
@@ -252,18 +353,40 @@ impl Config {
 
     /// Checks values a type cannot express.
     pub fn validate(&self, origin: &str, known: &Known) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            origin: origin.to_string(),
-            key,
-            message,
+        self.validate_from(origin, &Origins::default(), known)
+    }
+
+    /// [`Config::validate`], blaming a value that came from a flag or the
+    /// environment on that flag or variable.
+    fn validate_from(
+        &self,
+        origin: &str,
+        origins: &Origins,
+        known: &Known,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| match origins.get(&key) {
+            Some(setting) => ConfigError::Setting {
+                origin: setting.to_string(),
+                message,
+            },
+            None => ConfigError::Invalid {
+                origin: origin.to_string(),
+                key,
+                message,
+            },
         };
-        self.bind
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("bind".into(), format!("{:?}: {e}", self.bind)))?;
-        if let Some(bind) = &self.resp.bind {
-            bind.parse::<SocketAddr>()
-                .map_err(|e| invalid("resp.bind".into(), format!("{bind:?}: {e}")))?;
-        }
+        let bind = self.bind.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "bind".into(),
+                format!("{:?} is not an address: {e}", self.bind),
+            )
+        })?;
+        let resp_bind = match &self.resp.bind {
+            Some(b) => Some(b.parse::<SocketAddr>().map_err(|e| {
+                invalid("resp.bind".into(), format!("{b:?} is not an address: {e}"))
+            })?),
+            None => None,
+        };
         if self.resp.stream.is_empty() {
             return Err(invalid("resp.stream".into(), "must not be empty".into()));
         }
@@ -305,6 +428,39 @@ impl Config {
                 "game_server_timeout_ms".into(),
                 "must be at least 1".into(),
             ));
+        }
+        let public = [Some(bind), resp_bind]
+            .into_iter()
+            .flatten()
+            .find(|a| !a.ip().is_loopback());
+        if let Some(public) = public {
+            let weak = |value: &str| value.is_empty() || SAMPLE_SECRETS.contains(&value);
+            let refuse = |key: String, what: &str| {
+                let origin = origins.get(&key).unwrap_or(origin).to_string();
+                let shown = key.split(':').next().unwrap_or(&key).to_string();
+                ConfigError::Invalid {
+                    origin,
+                    key: shown,
+                    message: format!(
+                        "{what} while listening on {public}, which is not loopback; set a secret of your own (see README, Configuration)"
+                    ),
+                }
+            };
+            if weak(&self.jwt_secret) {
+                return Err(refuse("jwt_secret".into(), "empty or a sample value"));
+            }
+            if self.admin_key.as_deref().is_some_and(weak) {
+                return Err(refuse("admin_key".into(), "empty or a sample value"));
+            }
+            for (i, game) in self.games.iter().enumerate() {
+                if weak(&game.ingest_key) {
+                    let key = match origins.get(&format!("ingest_key:{}", game.product_id)) {
+                        Some(_) => format!("ingest_key:{}", game.product_id),
+                        None => format!("games[{i}].ingest_key"),
+                    };
+                    return Err(refuse(key, "empty or a sample value"));
+                }
+            }
         }
         let mut seen = BTreeSet::new();
         for (i, game) in self.games.iter().enumerate() {

@@ -167,3 +167,8 @@ pub fn resp_command(command: &'static str, outcome: &'static str) {
 pub fn resp_connections(delta: f64) {
     gauge!("varcade_resp_connections").increment(delta);
 }
+
+/// How long writes waited while a backup was written.
+pub fn backup_pause(elapsed: Duration) {
+    histogram!("varcade_backup_pause_seconds").record(elapsed.as_secs_f64());
+}

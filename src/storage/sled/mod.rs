@@ -6,6 +6,7 @@
 //! after each flush, and reads of the log and boards run on the blocking
 //! pool, never on the runtime's threads.
 
+pub mod backup;
 pub mod boards;
 pub mod games;
 pub mod log;
@@ -24,18 +25,19 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
 use crate::app::ports::{
-    Applied, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported, LoggedEvent,
-    MatchmakerBatch, NewFrame, PendingAppend, SeatOutcome, StatsBatch, Storage, StorageError,
-    StorageStatus,
+    Applied, BackupFile, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported,
+    LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, SeatOutcome, StatsBatch, Storage,
+    StorageError, StorageStatus,
 };
 use crate::domain::game::{CurationChange, Game, State};
 use views::Views;
 use writer::{Job, Trees, Writer};
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
-/// A file in the data directory while an import is being written; a
-/// directory that still has it holds a partial import and is never served.
-const IMPORT_MARKER: &str = "IMPORT-IN-PROGRESS";
+/// A file in the data directory while an import or a restore is being
+/// written (its content names which); a directory that still has it holds
+/// a partial database and is never served.
+const INCOMPLETE_MARKER: &str = "INCOMPLETE";
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +57,19 @@ pub enum OpenError {
     #[error("database {dir}: {message}")]
     Corrupt { dir: String, message: String },
     #[error(
-        "data directory {dir} holds an import-redis that was interrupted; remove the directory and run import-redis again"
+        "data directory {dir} holds a {what} that was interrupted; remove the directory and run {what} again"
     )]
-    ImportInterrupted { dir: String },
+    Interrupted { dir: String, what: String },
+    #[error("data directory {dir} is not empty; {what} needs an empty or missing one")]
+    NotEmpty { dir: String, what: String },
+    #[error("restore from {file}: {message}")]
+    Restore { file: String, message: String },
 }
 
 /// The sled backend.
 pub struct SledStorage {
+    /// The data directory (backups are written here first).
+    dir: std::path::PathBuf,
     jobs: flume::Sender<Job>,
     views: Arc<Views>,
     log: ::sled::Tree,
@@ -113,16 +121,70 @@ fn migrate(db: &::sled::Db, dir: &Path) -> Result<u32, OpenError> {
     Ok(supported.max(current))
 }
 
+/// Refuses a directory holding an interrupted import or restore.
+fn check_complete(dir: &Path) -> Result<(), OpenError> {
+    match std::fs::read_to_string(dir.join(INCOMPLETE_MARKER)) {
+        Ok(what) => Err(OpenError::Interrupted {
+            dir: dir.display().to_string(),
+            what: what.trim().to_string(),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Creates `dir` (missing or empty) marked as incomplete by `what`.
+fn begin_incomplete(dir: &Path, what: &str) -> Result<(), OpenError> {
+    check_complete(dir)?;
+    let io = |e: std::io::Error| OpenError::Io {
+        dir: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !empty {
+        return Err(OpenError::NotEmpty {
+            dir: dir.display().to_string(),
+            what: what.to_string(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut marker = std::fs::File::create(dir.join(INCOMPLETE_MARKER)).map_err(io)?;
+    std::io::Write::write_all(&mut marker, what.as_bytes()).map_err(io)?;
+    marker.sync_all().map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// Removes the incomplete mark once the database is durable.
+fn end_incomplete(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(dir.join(INCOMPLETE_MARKER))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes backup files a crash left behind (only the process holding the
+/// database lock calls this).
+fn remove_partial_backups(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("backup-") && name.ends_with(".partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl SledStorage {
     /// Opens (or creates) the database in `dir`, applies pending
     /// migrations, loads the writer's state and starts the writer. At most
     /// `max_pending` writes wait in its queue.
     pub fn open(dir: &Path, max_pending: usize) -> Result<Arc<SledStorage>, OpenError> {
-        if dir.join(IMPORT_MARKER).exists() {
-            return Err(OpenError::ImportInterrupted {
-                dir: dir.display().to_string(),
-            });
-        }
+        check_complete(dir)?;
         SledStorage::open_with(::sled::Config::new().path(dir), dir, max_pending)
     }
 
@@ -130,30 +192,60 @@ impl SledStorage {
     /// an import: until [`SledStorage::finish_import`], the directory is
     /// marked as holding a partial import.
     pub fn open_for_import(dir: &Path) -> Result<Arc<SledStorage>, OpenError> {
-        let io = |e: std::io::Error| OpenError::Io {
-            dir: dir.display().to_string(),
-            message: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let marker = dir.join(IMPORT_MARKER);
-        std::fs::File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        begin_incomplete(dir, "import-redis")?;
         SledStorage::open_with(::sled::Config::new().path(dir), dir, 4096)
     }
 
     /// Marks an import into `dir` complete (after the storage is closed).
     pub fn finish_import(dir: &Path) -> std::io::Result<()> {
-        std::fs::remove_file(dir.join(IMPORT_MARKER))?;
-        std::fs::File::open(dir)?.sync_all()
+        end_incomplete(dir)
     }
 
-    /// Whether `dir` holds an interrupted import.
-    pub fn import_interrupted(dir: &Path) -> bool {
-        dir.join(IMPORT_MARKER).exists()
+    /// Rebuilds a data directory from a backup file (`varcade restore`):
+    /// `dir` must be missing or empty; on any error it is removed again.
+    pub fn restore(file: &Path, dir: &Path) -> Result<backup::Trailer, OpenError> {
+        let failed = |message: String| OpenError::Restore {
+            file: file.display().to_string(),
+            message,
+        };
+        let trailer = backup::verify(file).map_err(|e| failed(e.to_string()))?;
+        begin_incomplete(dir, "restore")?;
+        let restored = backup::restore_into(file, dir)
+            .map_err(|e| failed(e.to_string()))
+            .and_then(|t| {
+                if t == trailer {
+                    Ok(t)
+                } else {
+                    Err(failed("the file changed while it was read".into()))
+                }
+            });
+        let restored = restored.and_then(|t| {
+            let db = ::sled::Config::new().path(dir).open().map_err(|e| failed(e.to_string()))?;
+            let meta = db.open_tree("meta").map_err(|e| failed(e.to_string()))?;
+            let layout = read_layout(&meta).map_err(|e| failed(e.to_string()))?;
+            let supported = migrations::MIGRATIONS.last().map_or(0, |m| m.version);
+            if layout > supported {
+                return Err(failed(format!(
+                    "the backup has layout version {layout}, newer than this varcade supports ({supported}); use a newer varcade"
+                )));
+            }
+            Ok(t)
+        });
+        match restored {
+            Ok(t) => {
+                end_incomplete(dir).map_err(|e| failed(e.to_string()))?;
+                Ok(t)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `dir` holds an interrupted import or restore.
+    pub fn is_incomplete(dir: &Path) -> bool {
+        dir.join(INCOMPLETE_MARKER).exists()
     }
 
     /// A database in a temporary directory that is removed when closed.
@@ -185,6 +277,7 @@ impl SledStorage {
                     message: e.to_string(),
                 },
             })?;
+        remove_partial_backups(dir);
         let layout_version = migrate(&db, dir)?;
         let corrupt = |message: String| OpenError::Corrupt {
             dir: name.clone(),
@@ -214,6 +307,7 @@ impl SledStorage {
         let views = Arc::new(Views::new(ranking, log_state.last_id()));
         let (jobs, queue) = flume::bounded(max_pending.max(1));
         let storage = SledStorage {
+            dir: dir.to_path_buf(),
             jobs,
             views: views.clone(),
             log: trees.log.clone(),
@@ -487,6 +581,25 @@ impl Storage for SledStorage {
         // sled's lock on the data directory makes this process the only
         // one: every lease is always its own.
         Ok(true)
+    }
+
+    async fn backup(&self) -> Result<BackupFile, StorageError> {
+        let path = self
+            .dir
+            .join(format!("backup-{}.partial", uuid::Uuid::new_v4()));
+        let mut file = BackupFile {
+            path: path.clone(),
+            bytes: 0,
+            records: 0,
+        };
+        file.records = answer(self.job(|reply| Job::Backup(path, reply)).await?).await?;
+        let path = file.path.clone();
+        file.bytes = tokio::task::spawn_blocking(move || std::fs::metadata(path))
+            .await
+            .map_err(|e| StorageError::Failed(e.to_string()))?
+            .map_err(|e| StorageError::Failed(format!("backup: {e}")))?
+            .len();
+        Ok(file)
     }
 
     async fn import(&self, data: Imported) -> Result<(), StorageError> {

@@ -11,10 +11,12 @@
 //! answers that group and every later job with `Unavailable`: nothing is
 //! acknowledged after a failure, and what was acknowledged before is on disk.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::backup;
 use super::boards::{self, PlayerCache};
 use super::games::{Games, cursor_key};
 use super::log::{self, LogState};
@@ -81,6 +83,9 @@ pub enum Job {
     },
     /// Imported data for an empty database.
     Import(Box<Imported>, Reply<()>),
+    /// Writes a copy of the whole database to the file, after the group's
+    /// flush and before the next group; answers the records written.
+    Backup(PathBuf, Reply<u64>),
     /// Flushes, answers, and stops the writer.
     Close(Reply<()>),
 }
@@ -130,6 +135,8 @@ struct Group {
     ranks: Vec<RankChange>,
     answers: Vec<Held>,
     appends: Vec<Instant>,
+    /// Backups to write once the group is durable.
+    backups: Vec<(PathBuf, Reply<u64>)>,
     close: bool,
     /// A write failed while staging: the group is not committed.
     fatal: Option<StorageError>,
@@ -226,6 +233,13 @@ impl Writer {
         }
         for answer in group.answers {
             answer(failure.as_ref());
+        }
+        for (path, reply) in group.backups {
+            let result = match &failure {
+                Some(e) => Err(e.clone()),
+                None => self.backup(&path),
+            };
+            let _ = reply.send(result);
         }
         group.close
     }
@@ -398,6 +412,10 @@ impl Writer {
                 }
                 hold(reply, result)
             }
+            Job::Backup(path, reply) => {
+                group.backups.push((path, reply));
+                return;
+            }
             Job::Close(reply) => {
                 group.close = true;
                 hold(reply, Ok(()))
@@ -502,6 +520,22 @@ impl Writer {
 }
 
 impl Writer {
+    /// Writes every tree to `path`: nothing changes meanwhile, so the copy
+    /// is one moment of the whole database.
+    fn backup(&self, path: &std::path::Path) -> Result<u64, StorageError> {
+        let started = Instant::now();
+        let failed = |e: String| StorageError::Failed(format!("backup: {e}"));
+        let file = std::fs::File::create(path).map_err(|e| failed(e.to_string()))?;
+        let trailer = backup::write_all(&self.trees.db, file).map_err(|e| failed(e.to_string()))?;
+        tracing::info!(
+            records = trailer.records,
+            took_ms = started.elapsed().as_millis() as u64,
+            "backup written; writes waited meanwhile"
+        );
+        metrics::backup_pause(started.elapsed());
+        Ok(trailer.records)
+    }
+
     /// Stages imported data: games with their indexes, the events with
     /// fresh ids, both cursors, and the player records (their own batch).
     fn import(&mut self, group: &mut Group, data: Imported) -> Result<(), StorageError> {
@@ -551,6 +585,7 @@ impl Job {
             Job::Stats(_, reply) => drop(reply.send(Err(error))),
             Job::DropBefore { reply, .. } => drop(reply.send(Err(error))),
             Job::Import(_, reply) => drop(reply.send(Err(error))),
+            Job::Backup(_, reply) => drop(reply.send(Err(error))),
             Job::Close(reply) => drop(reply.send(Err(error))),
         }
     }
