@@ -1,6 +1,6 @@
 //! The `varcade` command: parse the command line, set up logging, run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,13 +9,26 @@ use clap::{Parser, Subcommand};
 /// request; measured faster than the system allocator (README, Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use varcade::infra::config::{Config, Overrides};
+use varcade::infra::config::{Config, DEFAULT_CONFIG_PATH, Overrides};
+
+/// The environment variables, for `--help`.
+const ENV_HELP: &str = "Environment (overrides the config file; flags override it):
+  VARCADE_BIND                 HTTP listen address
+  VARCADE_DATA_DIR             database directory
+  VARCADE_JWT_SECRET           HS256 secret for player tokens
+  VARCADE_ADMIN_KEY            key for /admin and GET /events (and `varcade backup`)
+  VARCADE_INGEST_KEY_<PRODUCT> a product's ingest key (upper-cased, '-' as '_')
+  VARCADE_RESP_BIND            turns on the Redis-protocol listener at this address
+  VARCADE_LOG                  log filter, e.g. info or varcade=debug
+Secrets may also come from files: jwt_secret_file, admin_key_file,
+games[].ingest_key_file. Off loopback, sample or empty secrets are refused.";
 
 #[derive(Parser)]
 #[command(
     name = "varcade",
     version,
-    about = "The Varcade Games backend: matchmaker and stats tracker"
+    about = "The Varcade Games backend: matchmaker and stats tracker",
+    after_help = ENV_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
+    #[command(after_help = ENV_HELP)]
     Serve {
         /// Config file (default: data/varcade.toml if it exists).
         #[arg(long)]
@@ -133,6 +147,13 @@ fn main() -> ExitCode {
             data_dir,
             bind,
         } => {
+            if config.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists() {
+                let here = std::env::current_dir().unwrap_or_default();
+                eprintln!(
+                    "varcade: no config file ({DEFAULT_CONFIG_PATH} not found in {}): running on built-in defaults",
+                    here.display()
+                );
+            }
             let flags = Overrides {
                 config,
                 data_dir,

@@ -586,6 +586,31 @@ mod tests {
     }
 
     #[test]
+    fn sample_secrets_are_refused_only_off_loopback() {
+        let mut config = Config::default();
+        config.validate("f.toml", &known()).unwrap();
+        config.bind = "0.0.0.0:5050".into();
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(
+            err.contains("`jwt_secret`") && err.contains("not loopback"),
+            "{err}"
+        );
+        config.jwt_secret = "a-real-secret".into();
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(err.contains("games[0].ingest_key"), "{err}");
+        config.games[0].ingest_key = "another".into();
+        config.admin_key = Some("change-me-too".into());
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(err.contains("admin_key"), "{err}");
+        config.admin_key = None;
+        config.validate("f.toml", &known()).unwrap();
+        assert_eq!(
+            ingest_key_env("rock-paper"),
+            "VARCADE_INGEST_KEY_ROCK_PAPER"
+        );
+    }
+
+    #[test]
     fn resp_section() {
         let config = Config::from_toml("[resp]\nbind = \"127.0.0.1:6380\"\n").unwrap();
         assert_eq!(config.resp.bind.as_deref(), Some("127.0.0.1:6380"));

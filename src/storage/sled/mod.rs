@@ -265,7 +265,10 @@ impl SledStorage {
             .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
-                ::sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                ::sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     OpenError::Locked { dir: name.clone() }
                 }
                 ::sled::Error::Io(io) => OpenError::Io {
