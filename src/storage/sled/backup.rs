@@ -167,9 +167,11 @@ pub fn verify(path: &Path) -> Result<Trailer, BackupError> {
 }
 
 /// Rebuilds a sled database in `dir` (which must not hold one) from a
-/// backup; returns its trailer. Every record is written before the file's
-/// trailer is checked, so the caller removes `dir` on an error.
-pub fn restore_into(file: &Path, dir: &Path) -> Result<Trailer, BackupError> {
+/// backup; returns its trailer and the open database (sled releases its
+/// lock only after every handle is gone, so the caller checks it with this
+/// one). Every record is written before the file's trailer is checked, so
+/// the caller removes `dir` on an error.
+pub fn restore_into(file: &Path, dir: &Path) -> Result<(Trailer, ::sled::Db), BackupError> {
     let db = ::sled::Config::new().path(dir).open()?;
     let mut batches: Vec<(Vec<u8>, ::sled::Batch, usize)> = Vec::new();
     let flush_batch = |db: &::sled::Db, name: &[u8], batch: ::sled::Batch| {
@@ -197,7 +199,7 @@ pub fn restore_into(file: &Path, dir: &Path) -> Result<Trailer, BackupError> {
         flush_batch(&db, &name, batch)?;
     }
     db.flush()?;
-    Ok(trailer)
+    Ok((trailer, db))
 }
 
 #[cfg(test)]
@@ -223,8 +225,8 @@ mod tests {
         let path = dir.with_extension("backup");
         std::fs::write(&path, &file).unwrap();
         assert_eq!(verify(&path).unwrap(), trailer);
-        assert_eq!(restore_into(&path, &dir).unwrap(), trailer);
-        let restored = ::sled::open(&dir).unwrap();
+        let (restored_trailer, restored) = restore_into(&path, &dir).unwrap();
+        assert_eq!(restored_trailer, trailer);
         assert_eq!(restored.open_tree("games").unwrap().len(), 25_000);
         assert_eq!(restored.get("top").unwrap().unwrap().as_ref(), b"level");
         drop(restored);

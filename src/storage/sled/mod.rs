@@ -212,15 +212,14 @@ impl SledStorage {
         begin_incomplete(dir, "restore")?;
         let restored = backup::restore_into(file, dir)
             .map_err(|e| failed(e.to_string()))
-            .and_then(|t| {
+            .and_then(|(t, db)| {
                 if t == trailer {
-                    Ok(t)
+                    Ok((t, db))
                 } else {
                     Err(failed("the file changed while it was read".into()))
                 }
             });
-        let restored = restored.and_then(|t| {
-            let db = ::sled::Config::new().path(dir).open().map_err(|e| failed(e.to_string()))?;
+        let restored = restored.and_then(|(t, db)| {
             let meta = db.open_tree("meta").map_err(|e| failed(e.to_string()))?;
             let layout = read_layout(&meta).map_err(|e| failed(e.to_string()))?;
             let supported = migrations::MIGRATIONS.last().map_or(0, |m| m.version);
