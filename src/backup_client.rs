@@ -1,5 +1,5 @@
 //! `varcade backup`: the client of `POST /admin/backup`. It streams the
-//! body to `<FILE>.partial`, checks the whole file (magic, every record,
+//! body to `FILE.partial` beside FILE, checks the whole file (magic, every record,
 //! the trailer's count and checksum), and only then renames it to FILE, so
 //! FILE is either a complete backup or untouched.
 
@@ -46,7 +46,9 @@ pub async fn download(
             body: body.chars().take(500).collect(),
         });
     }
-    let partial = to.with_extension("partial");
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
     let file_error = |source| BackupClientError::File {
         path: partial.display().to_string(),
         source,
@@ -63,7 +65,10 @@ pub async fn download(
                 return Err(e.into());
             }
         };
-        file.write_all(&chunk).await.map_err(file_error)?;
+        if let Err(e) = file.write_all(&chunk).await {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(file_error(e));
+        }
     }
     file.sync_all().await.map_err(file_error)?;
     drop(file);

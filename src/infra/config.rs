@@ -249,7 +249,7 @@ impl Config {
             ),
             None => (Config::default(), "defaults".to_string()),
         };
-        config.read_secret_files(&origin)?;
+        config.read_secret_files(&origin, &env)?;
         let mut origins = Origins::default();
         if let Some(bind) = env("VARCADE_BIND") {
             config.bind = bind;
@@ -292,8 +292,13 @@ impl Config {
     }
 
     /// Replaces each secret that names a file with the file's content
-    /// (one trailing newline dropped).
-    fn read_secret_files(&mut self, origin: &str) -> Result<(), ConfigError> {
+    /// (one trailing newline dropped), unless its environment variable is
+    /// set (which wins anyway, so the file need not exist).
+    fn read_secret_files(
+        &mut self,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         let read = |key: String, path: &Path| {
             std::fs::read_to_string(path)
                 .map(|s| {
@@ -309,14 +314,20 @@ impl Config {
                     source,
                 })
         };
-        if let Some(path) = &self.jwt_secret_file {
+        if let Some(path) = &self.jwt_secret_file
+            && env("VARCADE_JWT_SECRET").is_none()
+        {
             self.jwt_secret = read("jwt_secret_file".into(), path)?;
         }
-        if let Some(path) = &self.admin_key_file {
+        if let Some(path) = &self.admin_key_file
+            && env("VARCADE_ADMIN_KEY").is_none()
+        {
             self.admin_key = Some(read("admin_key_file".into(), path)?);
         }
         for (i, game) in self.games.iter_mut().enumerate() {
-            if let Some(path) = &game.ingest_key_file {
+            if let Some(path) = &game.ingest_key_file
+                && env(&ingest_key_env(&game.product_id)).is_none()
+            {
                 game.ingest_key = read(format!("games[{i}].ingest_key_file"), path)?;
             }
         }

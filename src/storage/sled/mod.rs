@@ -337,6 +337,7 @@ impl SledStorage {
         match self.jobs.try_send(make(tx)) {
             Ok(()) => Ok(rx),
             Err(flume::TrySendError::Full(job)) => {
+                crate::infra::metrics::overloaded();
                 job.refuse(StorageError::Overloaded);
                 Err(StorageError::Overloaded)
             }
