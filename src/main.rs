@@ -1,6 +1,6 @@
 //! The `varcade` command: parse the command line, set up logging, run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 /// request; measured faster than the system allocator (README, Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use varcade::infra::config::{Config, DEFAULT_CONFIG_PATH, Overrides};
+use varcade::infra::config::{Config, Overrides};
 
 /// The environment variables, for `--help`.
 const ENV_HELP: &str = "Environment (overrides the config file; flags override it):
@@ -147,13 +147,6 @@ fn main() -> ExitCode {
             data_dir,
             bind,
         } => {
-            if config.is_none() && !Path::new(DEFAULT_CONFIG_PATH).exists() {
-                let here = std::env::current_dir().unwrap_or_default();
-                eprintln!(
-                    "varcade: no config file ({DEFAULT_CONFIG_PATH} not found in {}): running on built-in defaults",
-                    here.display()
-                );
-            }
             let flags = Overrides {
                 config,
                 data_dir,

@@ -146,6 +146,14 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             trigger.subscribe(),
         ))
     });
+    if config.origin == "defaults" {
+        let here = std::env::current_dir().unwrap_or_default();
+        tracing::warn!(
+            "no config file ({} not found in {}): running on built-in defaults",
+            crate::infra::config::DEFAULT_CONFIG_PATH,
+            here.display()
+        );
+    }
     let listener = CappedListener::new(listener, cap.clone());
     println!("varcade listening on {local}");
     tracing::info!(%local, data_dir = %config.data_dir.display(), "varcade listening on {local}");

@@ -72,6 +72,9 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     pub resp: RespConfig,
     pub games: Vec<ProductConfig>,
+    /// Where the config came from: a file's path, or `defaults`.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 /// The Redis-protocol ingest listener (off without a `bind`).
@@ -159,6 +162,7 @@ impl Default for Config {
             lobby: LobbyConfig::default(),
             expiry: ExpiryConfig::default(),
             resp: RespConfig::default(),
+            origin: "defaults".into(),
             games: vec![ProductConfig {
                 product_id: "exrps".into(),
                 game_server_url: "http://127.0.0.1:8080".into(),
@@ -288,6 +292,7 @@ impl Config {
             config.data_dir = dir.clone();
         }
         config.validate_from(&origin, &origins, known)?;
+        config.origin = origin;
         Ok(config)
     }
 
