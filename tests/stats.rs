@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeGameServer, Options, Server};
+use common::{FakeGameServer, Options, Server, assert_error, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -341,4 +341,65 @@ async fn kill_9_mid_ingest_counts_each_durable_game_once() {
         assert!(logged.binary_search(id).is_ok(), "acked event {id} lost");
     }
     settles_at(&server, logged.len() as i64).await;
+}
+
+/// API.md "Leaderboard seasons and around-me": `?around=N` adds up to N
+/// entries above and below the player, the player included, with ranks,
+/// matching the board order at the top, the bottom and in the middle.
+#[tokio::test(flavor = "multi_thread")]
+async fn around_me_at_the_top_bottom_and_middle() {
+    let (_fake, _options, server) = setup().await;
+    let events: Vec<Value> = (0..3000u64)
+        .map(|i| {
+            let winner = format!("p{:03}", (i * i + 7 * i) % 701);
+            let loser = format!("q{:04}", i % 1500);
+            game_over("exrps", &winner, &loser)
+        })
+        .collect();
+    let mut last = 0;
+    for chunk in events.chunks(500) {
+        last = ingest_all(&server, "exrps", chunk.to_vec()).await;
+    }
+    let status = |s: Value| s["consumers"]["stats"]["cursor"].as_u64() == Some(last);
+    wait_until(Duration::from_secs(30), "stats applied", || async {
+        status(server.status().await)
+    })
+    .await;
+    let board = board(&server, "exrps").await;
+    assert!(board.len() > 1500, "{}", board.len());
+    let middle = board.len() / 2;
+    for at in [0, 1, middle, board.len() - 2, board.len() - 1] {
+        let (user, score) = &board[at];
+        for n in [0usize, 3, 50] {
+            let (s, body) = server
+                .get(&format!("/leaderboards/exrps/players/{user}?around={n}"))
+                .await;
+            assert_eq!(s, 200, "{body}");
+            assert_eq!(body["score"], json!(score));
+            assert_eq!(body["rank"], json!(at + 1));
+            let from = at.saturating_sub(n);
+            let want: Vec<Value> = board[from..(at + n + 1).min(board.len())]
+                .iter()
+                .enumerate()
+                .map(|(i, (u, s))| json!({"user_id": u, "score": s, "rank": from + i + 1}))
+                .collect();
+            assert_eq!(body["around"], json!(want), "{user} around={n}");
+        }
+    }
+    let (_, plain) = server.get("/leaderboards/exrps/players/p000").await;
+    assert!(plain.get("around").is_none(), "only when asked: {plain}");
+    for bad in ["51", "-1", "x", "1.5"] {
+        let (s, body) = server
+            .get(&format!("/leaderboards/exrps/players/p000?around={bad}"))
+            .await;
+        assert_error(s, &body, 400, "bad_request");
+    }
+    let (s, body) = server
+        .get("/leaderboards/exrps/players/nobody?around=3")
+        .await;
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = server
+        .get("/leaderboards/nogame/players/p000?around=3")
+        .await;
+    assert_error(s, &body, 404, "unknown_product");
 }

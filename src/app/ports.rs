@@ -158,6 +158,17 @@ pub struct Entry {
     pub score: i64,
 }
 
+/// A player's place on a board with the entries around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerRank {
+    pub score: i64,
+    /// 1-based.
+    pub rank: u64,
+    /// Up to N entries above and below, the player included, each with
+    /// its rank, in board order.
+    pub around: Vec<(Entry, u64)>,
+}
+
 /// Player counters, by name.
 pub type Counters = BTreeMap<String, i64>;
 
@@ -294,6 +305,15 @@ pub trait Boards: Send + Sync + 'static {
 
     /// A player's score and 1-based rank.
     async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError>;
+
+    /// A player's score, rank and up to `n` entries either side, in one
+    /// read of the board (no second lookup of the rank).
+    async fn around(
+        &self,
+        product: &str,
+        user: &str,
+        n: usize,
+    ) -> Result<Option<PlayerRank>, StorageError>;
 
     /// A player's counters (empty when none).
     async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError>;

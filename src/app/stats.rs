@@ -138,6 +138,21 @@ impl App {
             .ok_or_else(|| crate::app::AppError::PlayerNotFound(user_id.to_string()))
     }
 
+    /// A player's score, rank and `n` neighbours either side, or
+    /// `player_not_found`.
+    pub async fn around(
+        &self,
+        product_id: &str,
+        user_id: &str,
+        n: usize,
+    ) -> Result<crate::app::ports::PlayerRank, crate::app::AppError> {
+        self.product(product_id)?;
+        self.storage
+            .around(product_id, user_id, n)
+            .await?
+            .ok_or_else(|| crate::app::AppError::PlayerNotFound(user_id.to_string()))
+    }
+
     /// A player's counters (`{}` when none).
     pub async fn player_stats(
         &self,

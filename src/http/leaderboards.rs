@@ -56,14 +56,37 @@ async fn window(
     ))
 }
 
+/// Most neighbours `?around=` shows either side.
+pub const MAX_AROUND: u64 = 50;
+
 async fn player(
     State(state): State<AppState>,
     Path((product_id, user_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (score, rank) = state.app.rank(&product_id, &user_id).await?;
-    Ok(Json(
-        json!({"user_id": user_id, "score": score, "rank": rank}),
-    ))
+    let Some(n) = uint_param(&query, "around")? else {
+        let (score, rank) = state.app.rank(&product_id, &user_id).await?;
+        return Ok(Json(
+            json!({"user_id": user_id, "score": score, "rank": rank}),
+        ));
+    };
+    if n > MAX_AROUND {
+        return Err(ApiError::bad_request(format!(
+            "`around` must be from 0 to {MAX_AROUND}, got {n}"
+        )));
+    }
+    let found = state.app.around(&product_id, &user_id, n as usize).await?;
+    let around: Vec<Value> = found
+        .around
+        .iter()
+        .map(|(e, rank)| json!({"user_id": e.user_id, "score": e.score, "rank": rank}))
+        .collect();
+    Ok(Json(json!({
+        "user_id": user_id,
+        "score": found.score,
+        "rank": found.rank,
+        "around": around,
+    })))
 }
 
 async fn player_stats(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::app::ports::{
-    ConsumerName, Imported, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange,
+    ConsumerName, Entry, Imported, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange,
     Storage,
 };
 use crate::domain::event::Dedup;
@@ -290,6 +290,19 @@ async fn boards(s: &dyn Storage) {
     );
     assert_eq!(s.rank("exrps", "3").await.unwrap(), Some((1, 2)));
     assert_eq!(s.rank("exrps", "9").await.unwrap(), None);
+    let entry = |user: &str, score: i64| Entry {
+        user_id: user.into(),
+        score,
+    };
+    let around = s.around("exrps", "3", 1).await.unwrap().unwrap();
+    assert_eq!((around.score, around.rank), (1, 2));
+    assert_eq!(
+        around.around,
+        [(entry("1", 2), 1), (entry("3", 1), 2), (entry("2", 0), 3)]
+    );
+    let top = s.around("exrps", "1", 0).await.unwrap().unwrap();
+    assert_eq!(top.around, [(entry("1", 2), 1)]);
+    assert_eq!(s.around("exrps", "9", 5).await.unwrap(), None);
     assert_eq!(
         s.player_stats("exrps", "1").await.unwrap().get("wins"),
         Some(&2)

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::ranking::{RankChange, Ranking};
-use crate::app::ports::{Counters, StatsBatch, StatsChange, StorageError};
+use crate::app::ports::{Counters, PlayerRank, StatsBatch, StatsChange, StorageError};
 
 fn db(e: ::sled::Error) -> StorageError {
     StorageError::Failed(e.to_string())
@@ -96,6 +96,28 @@ pub fn rank(
     };
     let ranking = ranking.read().unwrap_or_else(|p| p.into_inner());
     Ok(ranking.rank(product, score, user).map(|rank| (score, rank)))
+}
+
+/// A player's score, rank and neighbours (`n` either side), read under
+/// one hold of the board order.
+pub fn around(
+    tree: &::sled::Tree,
+    ranking: &std::sync::RwLock<Ranking>,
+    product: &str,
+    user: &str,
+    n: usize,
+) -> Result<Option<PlayerRank>, StorageError> {
+    let Some(score) = player(tree, product, user)?.score else {
+        return Ok(None);
+    };
+    let ranking = ranking.read().unwrap_or_else(|p| p.into_inner());
+    Ok(ranking
+        .around(product, score, user, n)
+        .map(|(rank, around)| PlayerRank {
+            score,
+            rank,
+            around,
+        }))
 }
 
 /// A player's counters (empty when none).

@@ -26,8 +26,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::app::ports::{
     Applied, BackupFile, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported,
-    LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, SeatOutcome, StatsBatch, Storage,
-    StorageError, StorageStatus,
+    LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank, SeatOutcome, StatsBatch,
+    Storage, StorageError, StorageStatus,
 };
 use crate::domain::game::{CurationChange, Game, State};
 use views::Views;
@@ -555,6 +555,17 @@ impl Boards for SledStorage {
     async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
         self.blocking(move |r| boards::rank(&r.stats, r.views.ranking(), &product, &user))
+            .await
+    }
+
+    async fn around(
+        &self,
+        product: &str,
+        user: &str,
+        n: usize,
+    ) -> Result<Option<PlayerRank>, StorageError> {
+        let (product, user) = (product.to_string(), user.to_string());
+        self.blocking(move |r| boards::around(&r.stats, r.views.ranking(), &product, &user, n))
             .await
     }
 

@@ -98,6 +98,34 @@ impl Board {
         Some(1 + higher + earlier + in_bucket)
     }
 
+    /// The player's rank and up to `n` entries either side, the player
+    /// included, each with its rank: walks only those entries.
+    fn around(&self, score: i64, user: &str, n: usize) -> Option<(u64, Vec<(Entry, u64)>)> {
+        let rank = self.rank(score, user)?;
+        let key = (Reverse(score), Box::<str>::from(user));
+        let entry = |(Reverse(score), user): &(Reverse<i64>, Box<str>)| Entry {
+            user_id: user.to_string(),
+            score: *score,
+        };
+        let mut out: Vec<(Entry, u64)> = self
+            .order
+            .range(..key.clone())
+            .rev()
+            .take(n)
+            .enumerate()
+            .map(|(i, k)| (entry(k), rank - 1 - i as u64))
+            .collect();
+        out.reverse();
+        out.extend(
+            self.order
+                .range(key..)
+                .take(n + 1)
+                .enumerate()
+                .map(|(i, k)| (entry(k), rank + i as u64)),
+        );
+        Some((rank, out))
+    }
+
     fn window(&self, offset: u64, count: usize) -> Vec<Entry> {
         let mut skip = offset;
         for (score, at) in self.counts.iter().rev() {
@@ -164,6 +192,18 @@ impl Ranking {
         self.0.get(product)?.rank(score, user)
     }
 
+    /// The 1-based rank of `user` at `score` and up to `n` entries either
+    /// side of it with their ranks; `None` if not on the board.
+    pub fn around(
+        &self,
+        product: &str,
+        score: i64,
+        user: &str,
+        n: usize,
+    ) -> Option<(u64, Vec<(Entry, u64)>)> {
+        self.0.get(product)?.around(score, user, n)
+    }
+
     /// `count` entries from position `offset` (0-based) in board order.
     pub fn window(&self, product: &str, offset: u64, count: usize) -> Vec<Entry> {
         match self.0.get(product) {
@@ -218,6 +258,24 @@ mod tests {
                 assert_eq!(ranking.window("p", offset, 10), want, "offset {offset}");
             }
             assert_eq!(ranking.players("p"), sorted.len() as u64);
+            for (i, (user, score)) in sorted.iter().enumerate() {
+                for n in [0, 1, 3] {
+                    let from = i.saturating_sub(n);
+                    let want: Vec<(Entry, u64)> = sorted[from..(i + n + 1).min(sorted.len())]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, (u, s))| {
+                            let entry = Entry {
+                                user_id: (*u).clone(),
+                                score: **s,
+                            };
+                            (entry, (from + j) as u64 + 1)
+                        })
+                        .collect();
+                    let got = ranking.around("p", **score, user, n);
+                    assert_eq!(got, Some((i as u64 + 1, want)), "{user} n={n}");
+                }
+            }
         }
         assert_eq!(ranking.rank("p", 0, "nobody"), None);
         assert!(ranking.window("other", 0, 10).is_empty());
