@@ -188,7 +188,7 @@ impl Overlay<'_> {
 
 /// Applies a stats batch to the tree: every touched record and order key
 /// once, and the cursor, in one atomic sled batch. Returns the score
-/// changes to record in the rank counts once the batch is flushed.
+/// changes for the board order (the writer applies them at once).
 pub fn apply(
     tree: &::sled::Tree,
     cache: &mut PlayerCache,

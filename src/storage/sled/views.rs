@@ -83,7 +83,8 @@ impl Views {
         }
     }
 
-    /// Records flushed score changes in the board order.
+    /// Records score changes in the board order (an import's, after its
+    /// flush; stats batches update the order as they are applied).
     pub fn publish_ranks(&self, changes: &[RankChange]) {
         if !changes.is_empty() {
             let mut ranking = self.ranking.write().unwrap_or_else(|p| p.into_inner());

@@ -5,9 +5,10 @@
 //! every cursor, and applies the stats batches. Each write is a [`Job`]; the
 //! writer takes every job queued (a group), applies each to its in-memory
 //! state and stages its sled writes, writes one batch per tree, flushes
-//! once, then publishes the views (lobby, durable id, rank counts) and only
-//! then answers the jobs. So no reader sees, and no caller is told of, state
-//! that could still be lost. If a write or the flush fails, the writer
+//! once, then publishes the views (lobby, durable id) and only then answers
+//! the jobs. So no reader sees, and no caller is told of, state that could
+//! still be lost; boards are derived state that moves with each stats batch
+//! (see `Writer::stats`). If a write or the flush fails, the writer
 //! answers that group and every later job with `Unavailable`: nothing is
 //! acknowledged after a failure, and what was acknowledged before is on disk.
 
@@ -504,7 +505,13 @@ impl Writer {
     }
 
     /// Applies a stats batch (its own atomic batch on the `stats` tree).
-    fn stats(&mut self, group: &mut Group, batch: StatsBatch) -> Result<(), StorageError> {
+    /// The board order is updated under its write lock held across the
+    /// batch, not after the group's flush: the player records are readable
+    /// from the batch on, and a reader that has seen a player's new score
+    /// or counters then finds the board that goes with them (a rank waits
+    /// for the lock). Both are functions of durable events only, so a crash
+    /// before the flush re-derives exactly the same state.
+    fn stats(&mut self, _group: &mut Group, batch: StatsBatch) -> Result<(), StorageError> {
         if batch.cursor <= self.stats_cursor {
             return Ok(());
         }
@@ -512,8 +519,13 @@ impl Writer {
             "injected stats write failure".into()
         )));
         let cursor = batch.cursor;
+        let mut order = self
+            .views
+            .ranking()
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let changes = boards::apply(&self.trees.stats, &mut self.players, batch)?;
-        group.ranks.extend(changes);
+        order.apply(&changes);
         self.stats_cursor = cursor;
         Ok(())
     }
