@@ -1,5 +1,5 @@
-//! The lobby use cases (API.md "Lobby"): create a game, join one, list the
-//! open ones.
+//! The lobby use cases (API.md "Lobby", "Quick match"): create a game,
+//! join one, quick-join the one that suits, list the open ones.
 //!
 //! Create and join change a game server, so each runs in a task the app
 //! tracks: the caller awaits its result, but a caller that goes away (a
@@ -11,13 +11,30 @@
 
 use std::sync::Arc;
 
-use super::ports::{SeatOutcome, StorageError};
+use super::ports::{QuickRule, SeatOutcome, StorageError};
 use super::{App, AppError};
 use crate::domain::game::{Game, JoinRefusal, State};
 use crate::infra::clock::now_us;
 use crate::infra::gameserver::GameServerError;
 use crate::infra::jwt::Player;
 use crate::infra::metrics;
+
+/// What quick match did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    Joined,
+    Created,
+}
+
+impl Matched {
+    /// The `matched` field of the answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Matched::Joined => "joined",
+            Matched::Created => "created",
+        }
+    }
+}
 
 impl App {
     /// Creates a game on the product's game server, then stores it.
@@ -112,7 +129,14 @@ impl App {
                 return Err(AppError::GameNotJoinable);
             }
         };
-        let url = &game.game_server_url;
+        self.seat_on_game_server(game, &player).await
+    }
+
+    /// Tells the game server about a reserved seat; if it refuses or does
+    /// not answer, the seat is released (and `remove_player` sent when it
+    /// did not answer).
+    async fn seat_on_game_server(&self, game: Game, player: &Player) -> Result<Game, AppError> {
+        let (url, game_id) = (&game.game_server_url, game.game_id.as_str());
         let Err(e) = self
             .game_servers
             .join_game(url, game_id, &player.user_id, &player.username)
@@ -136,6 +160,39 @@ impl App {
         }
         tracing::info!(%game_id, user = %player.user_id, error = %e, "join refused by the game server; seat released");
         Err(e.into())
+    }
+
+    /// Quick match: joins the open game that suits the player (the seat is
+    /// chosen and reserved in one step), or creates one when none does.
+    pub async fn quick_join(
+        self: &Arc<Self>,
+        product_id: &str,
+        player: Player,
+    ) -> Result<(Game, Matched), AppError> {
+        let product = self.product(product_id)?;
+        let rule = match (product.leaderboard.as_str(), self.scoring.get(product_id)) {
+            ("elo", Some(scoring)) => QuickRule::Closest {
+                initial: scoring.initial(),
+                max_gap: self.max_rating_gap,
+            },
+            _ => QuickRule::Oldest,
+        };
+        let app = self.clone();
+        let product_id = product_id.to_string();
+        self.run_to_completion(async move {
+            let seat = app
+                .storage
+                .quick_seat(&product_id, &player.user_id, rule, now_us())
+                .await?;
+            match seat {
+                Some(game) => {
+                    let game = app.seat_on_game_server(*game, &player).await?;
+                    Ok((game, Matched::Joined))
+                }
+                None => Ok((app.create(&product_id, player).await?, Matched::Created)),
+            }
+        })
+        .await
     }
 
     /// Releases a seat; a full queue is waited out, so only a storage

@@ -111,6 +111,8 @@ pub struct App {
     retention: Duration,
     scoring: ScoringRules,
     handlers: Handlers,
+    /// Quick match's `max_rating_gap`.
+    max_rating_gap: i64,
 }
 
 impl App {
@@ -147,6 +149,7 @@ impl App {
             retention: Duration::from_secs(config.event_retention_secs),
             scoring: Arc::new(scoring),
             handlers: Arc::new(handlers),
+            max_rating_gap: config.quick_match.max_rating_gap,
         })
     }
 

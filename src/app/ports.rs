@@ -45,6 +45,17 @@ pub enum SeatOutcome {
     Refused(JoinRefusal),
 }
 
+/// How quick match chooses among a product's open games.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuickRule {
+    /// The oldest listing.
+    Oldest,
+    /// The game whose creator's score is closest to the player's, at most
+    /// `max_gap` away, ties by oldest listing; a player or creator not on
+    /// the board counts as `initial`.
+    Closest { initial: i64, max_gap: i64 },
+}
+
 /// A frame of events to append (each event's JSON text, as sent).
 #[derive(Debug, Clone)]
 pub struct NewFrame {
@@ -225,6 +236,18 @@ pub trait GameStore: Send + Sync + 'static {
         user_id: &str,
         now_us: u64,
     ) -> Result<SeatOutcome, StorageError>;
+
+    /// Chooses the open game that suits `user_id` by `rule` and reserves
+    /// its seat, as one atomic step (concurrent callers never pass over a
+    /// free seat that suits them); `None` when no game suits. Refuses with
+    /// `Overloaded` when the queue is full.
+    async fn quick_seat(
+        &self,
+        product_id: &str,
+        user_id: &str,
+        rule: QuickRule,
+        now_us: u64,
+    ) -> Result<Option<Box<Game>>, StorageError>;
 
     /// Gives back a seat taken by [`GameStore::reserve_seat`]; waits for
     /// room in the queue (it must happen). `false` if it was not held.

@@ -24,7 +24,22 @@ pub fn routes() -> Router<AppState> {
             "/game_lobby/{product_id}/join_game/{game_id}",
             post(join_game),
         )
+        .route("/game_lobby/{product_id}/quick_join", post(quick_join))
         .route("/game_lobby/{product_id}/open_games", get(open_games))
+}
+
+async fn quick_join(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+    player: Player,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    body?;
+    let (game, matched) = state.app.quick_join(&product_id, player).await?;
+    let mut value: serde_json::Value = serde_json::from_str(&game.full_json())
+        .map_err(|e| ApiError::Internal(format!("game JSON: {e}")))?;
+    value["matched"] = serde_json::Value::from(matched.as_str());
+    Ok(json(value.to_string()))
 }
 
 async fn create_game(

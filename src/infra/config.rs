@@ -71,10 +71,27 @@ pub struct Config {
     pub lobby: LobbyConfig,
     pub expiry: ExpiryConfig,
     pub resp: RespConfig,
+    pub quick_match: QuickMatchConfig,
     pub games: Vec<ProductConfig>,
     /// Where the config came from: a file's path, or `defaults`.
     #[serde(skip)]
     pub origin: String,
+}
+
+/// Quick match (API.md "Quick match").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuickMatchConfig {
+    /// Largest difference between a player's and a creator's elo score.
+    pub max_rating_gap: i64,
+}
+
+impl Default for QuickMatchConfig {
+    fn default() -> Self {
+        QuickMatchConfig {
+            max_rating_gap: 200,
+        }
+    }
 }
 
 /// The Redis-protocol ingest listener (off without a `bind`).
@@ -162,6 +179,7 @@ impl Default for Config {
             lobby: LobbyConfig::default(),
             expiry: ExpiryConfig::default(),
             resp: RespConfig::default(),
+            quick_match: QuickMatchConfig::default(),
             origin: "defaults".into(),
             games: vec![ProductConfig {
                 product_id: "exrps".into(),
@@ -403,6 +421,12 @@ impl Config {
             })?),
             None => None,
         };
+        if self.quick_match.max_rating_gap < 0 {
+            return Err(invalid(
+                "quick_match.max_rating_gap".into(),
+                "must not be negative".into(),
+            ));
+        }
         if self.resp.stream.is_empty() {
             return Err(invalid("resp.stream".into(), "must not be empty".into()));
         }

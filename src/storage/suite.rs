@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::app::ports::{
-    ConsumerName, Entry, Imported, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch, StatsChange,
-    Storage,
+    ConsumerName, Entry, Imported, MatchmakerBatch, NewFrame, QuickRule, SeatOutcome, StatsBatch,
+    StatsChange, Storage,
 };
 use crate::domain::event::Dedup;
 use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
@@ -39,6 +39,64 @@ pub async fn run(storage: Arc<dyn Storage>) {
     games_seats_and_the_lobby(storage.as_ref()).await;
     the_log(storage.as_ref()).await;
     boards(storage.as_ref()).await;
+    quick_match(storage.as_ref()).await;
+}
+
+/// Quick match: the oldest listing, or the creator closest in score (a
+/// player without one counts as `initial`); a game the player is in or a
+/// full one is passed over; `None` when nothing suits.
+async fn quick_match(s: &dyn Storage) {
+    let mut cursor = s.cursor(ConsumerName::Matchmaker).await.unwrap();
+    // Creators "3" (score 1) and "2" (score 0) from `boards`, "new" unrated.
+    for (id, creator) in [("q-3", "3"), ("q-2", "2"), ("q-new", "new")] {
+        let mut g = game(id, 5);
+        g.creator_id = creator.into();
+        g.players = vec![creator.into()];
+        s.insert_game(g).await.unwrap();
+        cursor += 1;
+        s.apply_matchmaker(mm(
+            cursor,
+            vec![(cursor, id, GameEvent::Move(Some(State::CreatorJoined)))],
+        ))
+        .await
+        .unwrap();
+    }
+    let closest = QuickRule::Closest {
+        initial: 5,
+        max_gap: 1,
+    };
+    let seat = |user: &'static str, rule| async move {
+        s.quick_seat("exrps", user, rule, 50)
+            .await
+            .unwrap()
+            .map(|g| (g.game_id, g.players))
+    };
+    // "1" has score 2: "q-3" (score 1) is the only one within 1.
+    assert_eq!(
+        seat("1", closest).await,
+        Some(("q-3".to_string(), vec!["3".to_string(), "1".to_string()]))
+    );
+    // "x" counts as 5: the unrated creator (also 5) is closest.
+    assert_eq!(
+        seat("x", closest).await.map(|g| g.0).as_deref(),
+        Some("q-new")
+    );
+    assert_eq!(seat("y", closest).await, None, "nothing within the gap");
+    // "a", listed by `games_seats_and_the_lobby`, is the oldest listing.
+    assert_eq!(
+        seat("2", QuickRule::Oldest).await.map(|g| g.0).as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        seat("2", QuickRule::Oldest).await,
+        None,
+        "its own game is the only open one left"
+    );
+    assert_eq!(
+        seat("z", QuickRule::Oldest).await.map(|g| g.0).as_deref(),
+        Some("q-2")
+    );
+    assert_eq!(seat("w", QuickRule::Oldest).await, None);
 }
 
 async fn games_seats_and_the_lobby(s: &dyn Storage) {

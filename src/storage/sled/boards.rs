@@ -143,6 +143,19 @@ impl PlayerCache {
         self.records.get(product)?.get(user)
     }
 
+    /// A player's score (cached, else read from the tree).
+    pub fn score(
+        &self,
+        tree: &::sled::Tree,
+        product: &str,
+        user: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        match self.get(product, user) {
+            Some(record) => Ok(record.score),
+            None => Ok(player(tree, product, user)?.score),
+        }
+    }
+
     fn put(&mut self, product: String, user: String, record: PlayerRecord) {
         if self.len >= CACHE_PLAYERS {
             self.records.clear();

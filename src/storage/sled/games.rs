@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::ratings::ListingChange;
 use crate::app::ports::StorageError;
 use crate::domain::game::{Game, State};
 
@@ -57,6 +58,9 @@ pub struct Games {
     lobby: HashMap<String, Listing>,
     /// Products whose lobby changed since the last publish.
     dirty: HashSet<String>,
+    /// Listings added and removed since the writer last took them (for
+    /// quick match's rating order).
+    listing_changes: Vec<ListingChange>,
 }
 
 impl Games {
@@ -93,6 +97,12 @@ impl Games {
                 .or_default()
                 .insert((listing, game.game_id.clone()), json);
             self.dirty.insert(game.product_id.clone());
+            self.listing_changes.push(ListingChange::Listed {
+                product: game.product_id.clone(),
+                game_id: game.game_id.clone(),
+                creator: game.creator_id.clone(),
+                listing,
+            });
         }
     }
 
@@ -104,7 +114,33 @@ impl Games {
         {
             listed.remove(&(listing, game.game_id.clone()));
             self.dirty.insert(game.product_id.clone());
+            self.listing_changes.push(ListingChange::Unlisted {
+                product: game.product_id.clone(),
+                game_id: game.game_id.clone(),
+            });
         }
+    }
+
+    /// The listings added and removed since the last call.
+    pub fn take_listing_changes(&mut self) -> Vec<ListingChange> {
+        std::mem::take(&mut self.listing_changes)
+    }
+
+    /// The oldest listed game of `product` that `user` is not in.
+    pub fn oldest_listed_without(&self, product: &str, user: &str) -> Option<String> {
+        self.lobby
+            .get(product)?
+            .keys()
+            .map(|(_, id)| id)
+            .find(|id| self.has_seat_for(id, user))
+            .cloned()
+    }
+
+    /// Whether `game_id` exists and `user` is not among its players.
+    pub fn has_seat_for(&self, game_id: &str, user: &str) -> bool {
+        self.games
+            .get(game_id)
+            .is_some_and(|g| g.is_listed() && !g.players.iter().any(|p| p == user))
     }
 
     /// Stores `game` (new or changed) and stages its record.

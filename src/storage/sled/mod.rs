@@ -11,6 +11,7 @@ pub mod boards;
 pub mod games;
 pub mod log;
 pub mod ranking;
+pub mod ratings;
 pub mod views;
 pub mod writer;
 
@@ -26,8 +27,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::app::ports::{
     Applied, BackupFile, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported,
-    LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank, SeatOutcome, StatsBatch,
-    Storage, StorageError, StorageStatus,
+    LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank, QuickRule, SeatOutcome,
+    StatsBatch, Storage, StorageError, StorageStatus,
 };
 use crate::domain::game::{CurationChange, Game, State};
 use views::Views;
@@ -412,6 +413,24 @@ impl GameStore for SledStorage {
             reply,
         })?;
         answer(rx).await
+    }
+
+    async fn quick_seat(
+        &self,
+        product_id: &str,
+        user_id: &str,
+        rule: QuickRule,
+        now_us: u64,
+    ) -> Result<Option<Box<Game>>, StorageError> {
+        let (product_id, user_id) = (product_id.to_string(), user_id.to_string());
+        answer(self.try_job(|reply| Job::QuickSeat {
+            product_id,
+            user_id,
+            rule,
+            now_us,
+            reply,
+        })?)
+        .await
     }
 
     async fn release_seat(

@@ -22,10 +22,11 @@ use super::boards::{self, PlayerCache};
 use super::games::{Games, cursor_key};
 use super::log::{self, LogState};
 use super::ranking::RankChange;
+use super::ratings::Ratings;
 use super::views::Views;
 use crate::app::ports::{
-    Appended, Applied, ConsumerName, Imported, MatchmakerBatch, NewFrame, SeatOutcome, StatsBatch,
-    StorageError,
+    Appended, Applied, ConsumerName, Imported, MatchmakerBatch, NewFrame, QuickRule, SeatOutcome,
+    StatsBatch, StorageError,
 };
 use crate::domain::game::{CurationChange, Effect, Game, State};
 use crate::infra::clock::now_us;
@@ -52,6 +53,13 @@ pub enum Job {
         user_id: String,
         now_us: u64,
         reply: Reply<SeatOutcome>,
+    },
+    QuickSeat {
+        product_id: String,
+        user_id: String,
+        rule: QuickRule,
+        now_us: u64,
+        reply: Reply<Option<Box<Game>>>,
     },
     ReleaseSeat {
         game_id: String,
@@ -107,6 +115,8 @@ pub struct Writer {
     matchmaker_cursor: u64,
     stats_cursor: u64,
     players: PlayerCache,
+    /// The listed games by creator score, for quick match.
+    ratings: Ratings,
     views: std::sync::Arc<Views>,
     failure: Option<String>,
     /// When the size on disk was last measured.
@@ -163,6 +173,7 @@ impl Writer {
             matchmaker_cursor: cursors.0,
             stats_cursor: cursors.1,
             players: PlayerCache::default(),
+            ratings: Ratings::default(),
             views,
             failure: None,
             sized: None,
@@ -272,6 +283,9 @@ impl Writer {
     /// the size on disk, so readers never touch the file system).
     fn publish(&mut self, ranks: Vec<RankChange>) {
         self.views.publish_lobby(self.games.take_dirty());
+        if let Err(e) = self.sync_ratings() {
+            tracing::warn!(error = %e, "quick match's rating order could not be updated");
+        }
         self.views.publish_ranks(&ranks);
         self.views.publish_durable(self.log.last_id());
         if self
@@ -307,6 +321,16 @@ impl Writer {
                 reply,
             } => {
                 let result = self.reserve(group, &product_id, &game_id, &user_id, now_us);
+                hold(reply, result)
+            }
+            Job::QuickSeat {
+                product_id,
+                user_id,
+                rule,
+                now_us,
+                reply,
+            } => {
+                let result = self.quick_seat(group, &product_id, &user_id, rule, now_us);
                 hold(reply, result)
             }
             Job::ReleaseSeat {
@@ -449,6 +473,48 @@ impl Writer {
         Ok(SeatOutcome::Reserved(Box::new(game)))
     }
 
+    /// Brings the rating order up to date with the lobby's listing changes.
+    fn sync_ratings(&mut self) -> Result<(), StorageError> {
+        let changes = self.games.take_listing_changes();
+        let (players, tree) = (&self.players, &self.trees.stats);
+        self.ratings.apply(changes, |product, creator| {
+            players.score(tree, product, creator)
+        })
+    }
+
+    /// Chooses a game by `rule` and reserves its seat for `user_id`.
+    fn quick_seat(
+        &mut self,
+        group: &mut Group,
+        product_id: &str,
+        user_id: &str,
+        rule: QuickRule,
+        now_us: u64,
+    ) -> Result<Option<Box<Game>>, StorageError> {
+        self.sync_ratings()?;
+        let chosen = match rule {
+            QuickRule::Oldest => self.games.oldest_listed_without(product_id, user_id),
+            QuickRule::Closest { initial, max_gap } => {
+                let own = self
+                    .players
+                    .score(&self.trees.stats, product_id, user_id)?
+                    .unwrap_or(initial);
+                let games = &self.games;
+                self.ratings
+                    .closest(product_id, own, max_gap, initial, |id| {
+                        games.has_seat_for(id, user_id)
+                    })
+            }
+        };
+        let Some(game_id) = chosen else {
+            return Ok(None);
+        };
+        match self.reserve(group, product_id, &game_id, user_id, now_us)? {
+            SeatOutcome::Reserved(game) => Ok(Some(game)),
+            SeatOutcome::NotFound | SeatOutcome::Refused(_) => Ok(None),
+        }
+    }
+
     /// Applies a matchmaker batch: each touched game is written once, with
     /// the cursor, in the group's `games` batch.
     fn matchmaker(
@@ -526,6 +592,11 @@ impl Writer {
             .unwrap_or_else(|p| p.into_inner());
         let changes = boards::apply(&self.trees.stats, &mut self.players, batch)?;
         order.apply(&changes);
+        drop(order);
+        self.sync_ratings()?;
+        for (product, user, _, score) in &changes {
+            self.ratings.rescore(product, user, *score);
+        }
         self.stats_cursor = cursor;
         Ok(())
     }
@@ -588,6 +659,7 @@ impl Job {
         match self {
             Job::InsertGame(_, reply) => drop(reply.send(Err(error))),
             Job::ReserveSeat { reply, .. } => drop(reply.send(Err(error))),
+            Job::QuickSeat { reply, .. } => drop(reply.send(Err(error))),
             Job::ReleaseSeat { reply, .. } => drop(reply.send(Err(error))),
             Job::Expired { reply, .. } => drop(reply.send(Err(error))),
             Job::Curate { reply, .. } => drop(reply.send(Err(error))),
