@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::ports::{QuickRule, SeatOutcome, StorageError};
+use super::ports::{LobbyFeed, QuickRule, SeatOutcome, StorageError};
 use super::{App, AppError};
 use crate::domain::game::{Game, JoinRefusal, State};
 use crate::infra::clock::now_us;
@@ -202,6 +202,13 @@ impl App {
             .release_seat(game_id, user_id, now_us())
             .await
             .map(drop)
+    }
+
+    /// Subscribes to a product's live lobby feed (resuming after `after`
+    /// when the backend still holds what followed it).
+    pub fn lobby_feed(&self, product_id: &str, after: Option<u64>) -> Result<LobbyFeed, AppError> {
+        self.product(product_id)?;
+        Ok(self.storage.lobby_feed(product_id, after))
     }
 
     /// One page of a product's open games as a JSON array.

@@ -45,6 +45,34 @@ pub enum SeatOutcome {
     Refused(JoinRefusal),
 }
 
+/// One change of a product's listing in the live lobby feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LobbyChange {
+    /// A game entered the listing or its listing form changed (partial
+    /// form JSON).
+    Listed { game_id: String, json: Arc<str> },
+    /// A game left the listing.
+    Unlisted { game_id: String },
+}
+
+/// A lobby change with the product's lobby version after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEvent {
+    pub version: u64,
+    pub change: LobbyChange,
+}
+
+/// A subscription to a product's live lobby feed.
+pub struct LobbyFeed {
+    /// The listing in lobby order and its version, unless the subscription
+    /// resumes after a version the backend still holds.
+    pub snapshot: Option<(Vec<Arc<str>>, u64)>,
+    /// The events after the resumed version.
+    pub replay: Vec<Arc<FeedEvent>>,
+    /// Every later event, in order; lagging behind ends it.
+    pub live: tokio::sync::broadcast::Receiver<Arc<FeedEvent>>,
+}
+
 /// How quick match chooses among a product's open games.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuickRule {
@@ -261,6 +289,11 @@ pub trait GameStore: Send + Sync + 'static {
     /// One page of a product's listed games, oldest listing first, as a JSON
     /// array of their listing forms; only durable state is shown.
     fn open_games(&self, product_id: &str, page: u64, count: u64) -> String;
+
+    /// Subscribes to a product's lobby changes, published with the lobby
+    /// itself (after the durable commit): a snapshot and then events, or
+    /// only the events after `after` while they are still held.
+    fn lobby_feed(&self, product_id: &str, after: Option<u64>) -> LobbyFeed;
 
     /// Games in `state` since before `cutoff_us`, oldest first.
     async fn expired(

@@ -7,13 +7,18 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::uint_param;
+use crate::app::ports::{FeedEvent, LobbyChange};
 use crate::infra::jwt::Player;
 
 /// The lobby routes.
@@ -26,7 +31,75 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/game_lobby/{product_id}/quick_join", post(quick_join))
         .route("/game_lobby/{product_id}/open_games", get(open_games))
+        .route(
+            "/game_lobby/{product_id}/open_games/stream",
+            get(open_games_stream),
+        )
 }
+
+/// How often an idle feed sends a `: keep-alive` comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn feed_event(event: &FeedEvent) -> Event {
+    let e = Event::default().id(event.version.to_string());
+    match &event.change {
+        LobbyChange::Listed { json, .. } => e.event("listed").data(json.as_ref()),
+        LobbyChange::Unlisted { game_id } => e
+            .event("unlisted")
+            .data(serde_json::json!({"game_id": game_id}).to_string()),
+    }
+}
+
+/// `GET /game_lobby/{product_id}/open_games/stream` (API.md "Live lobby
+/// feed"): a snapshot (or, with `Last-Event-ID`, the missed events), then
+/// every change. A client that falls behind by more than the backend holds
+/// is cut off (its reconnect gets a snapshot); nothing waits for it.
+async fn open_games_stream(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let feed = state.app.lobby_feed(&product_id, after)?;
+    let mut first = Vec::new();
+    if let Some((games, version)) = &feed.snapshot {
+        let mut data = String::from("[");
+        for (i, game) in games.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(game);
+        }
+        data.push(']');
+        first.push(Ok::<_, FeedLagged>(
+            Event::default()
+                .event("snapshot")
+                .id(version.to_string())
+                .data(data),
+        ));
+    }
+    first.extend(feed.replay.iter().map(|e| Ok(feed_event(e))));
+    let live = futures_util::stream::unfold(Some(feed.live), |live| async move {
+        let mut live = live?;
+        match live.recv().await {
+            Ok(event) => Some((Ok(feed_event(&event)), Some(live))),
+            Err(RecvError::Lagged(_)) => Some((Err(FeedLagged), None)),
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let stream = futures_util::stream::iter(first).chain(live);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response())
+}
+
+/// A feed client fell too far behind: its connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the client fell too far behind the lobby feed")]
+struct FeedLagged;
 
 async fn quick_join(
     State(state): State<AppState>,

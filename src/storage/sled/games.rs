@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ratings::ListingChange;
+use super::views::ListedGames;
 use crate::app::ports::StorageError;
 use crate::domain::game::{Game, State};
 
@@ -174,15 +175,19 @@ impl Games {
             .collect()
     }
 
-    /// The lobbies that changed since the last call, each in order.
-    pub fn take_dirty(&mut self) -> Vec<(String, Arc<[Arc<str>]>)> {
+    /// The lobbies that changed since the last call, each in order as
+    /// (game id, listing form).
+    pub fn take_dirty(&mut self) -> Vec<(String, ListedGames)> {
         let dirty: Vec<String> = self.dirty.drain().collect();
         dirty
             .into_iter()
             .map(|product| {
-                let listed: Arc<[Arc<str>]> = match self.lobby.get(&product) {
-                    Some(listed) => listed.values().cloned().collect(),
-                    None => Arc::from(Vec::new()),
+                let listed = match self.lobby.get(&product) {
+                    Some(listed) => listed
+                        .iter()
+                        .map(|((_, id), json)| (id.clone(), json.clone()))
+                        .collect(),
+                    None => Vec::new(),
                 };
                 (product, listed)
             })

@@ -27,8 +27,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::app::ports::{
     Applied, BackupFile, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported,
-    LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank, QuickRule, SeatOutcome,
-    StatsBatch, Storage, StorageError, StorageStatus,
+    LobbyFeed, LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank, QuickRule,
+    SeatOutcome, StatsBatch, Storage, StorageError, StorageStatus,
 };
 use crate::domain::game::{CurationChange, Game, State};
 use views::Views;
@@ -452,6 +452,10 @@ impl GameStore for SledStorage {
 
     fn open_games(&self, product_id: &str, page: u64, count: u64) -> String {
         self.views.page(product_id, page, count)
+    }
+
+    fn lobby_feed(&self, product_id: &str, after: Option<u64>) -> LobbyFeed {
+        self.views.lobby_feed(product_id, after, 1000)
     }
 
     async fn expired(

@@ -6,21 +6,103 @@
 //! counts take the writer's flushed score changes. The durable id and the
 //! storage's health are published the same way. Nothing here is changed
 //! before the flush that made it durable.
+//!
+//! The live lobby feed is published with the lobby, under the same lock:
+//! each product's changes get consecutive versions, the newest
+//! [`FEED_HELD`] are kept for clients that resume, and each is broadcast
+//! on a bounded channel (a subscriber that falls behind by more than
+//! [`FEED_HELD`] loses its place and is cut off; nobody waits for it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::ranking::{RankChange, Ranking};
+use crate::app::ports::{FeedEvent, LobbyChange, LobbyFeed};
 
 /// A product's listed games in lobby order, as listing-form JSON texts.
 pub type Listed = Arc<[Arc<str>]>;
 
+/// A product's listed games in lobby order as (game id, listing form).
+pub type ListedGames = Vec<(String, Arc<str>)>;
+
+/// Lobby changes held per product for clients that resume, and the most a
+/// live subscriber may fall behind.
+pub const FEED_HELD: usize = 1024;
+
+/// One product's published lobby and its feed.
+struct Lobby {
+    listed: Listed,
+    /// Game id → listing form, for the next diff.
+    ids: HashMap<String, Arc<str>>,
+    version: u64,
+    held: VecDeque<Arc<FeedEvent>>,
+    live: broadcast::Sender<Arc<FeedEvent>>,
+}
+
+impl Lobby {
+    fn new(base: u64) -> Lobby {
+        Lobby {
+            listed: Arc::from(Vec::new()),
+            ids: HashMap::new(),
+            version: base,
+            held: VecDeque::new(),
+            live: broadcast::channel(FEED_HELD).0,
+        }
+    }
+
+    /// Replaces the listing and publishes what changed: removals first,
+    /// then additions and changed listing forms in lobby order.
+    fn publish(&mut self, listed: ListedGames) {
+        let mut changes = Vec::new();
+        let now: HashMap<&str, &Arc<str>> = listed.iter().map(|(id, j)| (id.as_str(), j)).collect();
+        let mut gone: Vec<&String> = self
+            .ids
+            .keys()
+            .filter(|id| !now.contains_key(id.as_str()))
+            .collect();
+        gone.sort();
+        for id in gone {
+            changes.push(LobbyChange::Unlisted {
+                game_id: id.clone(),
+            });
+        }
+        for (id, json) in &listed {
+            if self.ids.get(id) != Some(json) {
+                changes.push(LobbyChange::Listed {
+                    game_id: id.clone(),
+                    json: json.clone(),
+                });
+            }
+        }
+        self.ids = listed
+            .iter()
+            .map(|(id, j)| (id.clone(), j.clone()))
+            .collect();
+        self.listed = listed.into_iter().map(|(_, j)| j).collect();
+        for change in changes {
+            self.version += 1;
+            let event = Arc::new(FeedEvent {
+                version: self.version,
+                change,
+            });
+            if self.held.len() == FEED_HELD {
+                self.held.pop_front();
+            }
+            self.held.push_back(event.clone());
+            let _ = self.live.send(event);
+        }
+    }
+}
+
 /// The published views.
 pub struct Views {
-    lobby: RwLock<HashMap<String, Listed>>,
+    lobby: RwLock<HashMap<String, Lobby>>,
+    /// Where each product's lobby versions start in this process: above
+    /// any an earlier process can have handed out (its start time in µs).
+    feed_base: u64,
     ranking: RwLock<Ranking>,
     durable: watch::Sender<u64>,
     failure: RwLock<Option<String>>,
@@ -32,6 +114,7 @@ impl Views {
     pub fn new(ranking: Ranking, durable: u64) -> Views {
         Views {
             lobby: RwLock::new(HashMap::new()),
+            feed_base: crate::infra::clock::now_us(),
             ranking: RwLock::new(ranking),
             durable: watch::channel(durable).0,
             failure: RwLock::new(None),
@@ -53,7 +136,7 @@ impl Views {
     pub fn page(&self, product_id: &str, page: u64, count: u64) -> String {
         let listed = {
             let lobby = self.lobby.read().unwrap_or_else(|p| p.into_inner());
-            lobby.get(product_id).cloned()
+            lobby.get(product_id).map(|l| l.listed.clone())
         };
         let skip = usize::try_from(page.saturating_mul(count)).unwrap_or(usize::MAX);
         let take = usize::try_from(count).unwrap_or(usize::MAX);
@@ -72,14 +155,61 @@ impl Views {
         json
     }
 
-    /// Publishes products' lobbies (after the flush).
-    pub fn publish_lobby(&self, changed: Vec<(String, Listed)>) {
+    /// Publishes products' lobbies (after the flush), each as its listed
+    /// games in lobby order, and their feed events.
+    pub fn publish_lobby(&self, changed: Vec<(String, ListedGames)>) {
         if changed.is_empty() {
             return;
         }
         let mut lobby = self.lobby.write().unwrap_or_else(|p| p.into_inner());
         for (product, listed) in changed {
-            lobby.insert(product, listed);
+            lobby
+                .entry(product)
+                .or_insert_with(|| Lobby::new(self.feed_base))
+                .publish(listed);
+        }
+    }
+
+    /// Subscribes to a product's feed: from a snapshot, or after `after`
+    /// when every later event is still held.
+    pub fn lobby_feed(
+        &self,
+        product_id: &str,
+        after: Option<u64>,
+        max_snapshot: usize,
+    ) -> LobbyFeed {
+        let mut lobby = self.lobby.write().unwrap_or_else(|p| p.into_inner());
+        let l = lobby
+            .entry(product_id.to_string())
+            .or_insert_with(|| Lobby::new(self.feed_base));
+        let live = l.live.subscribe();
+        let oldest = l.held.front().map_or(l.version + 1, |e| e.version);
+        match after {
+            Some(after)
+                if after <= l.version
+                    && after + 1 >= oldest.min(l.version + 1)
+                    && after >= self.feed_base =>
+            {
+                let replay = l
+                    .held
+                    .iter()
+                    .filter(|e| e.version > after)
+                    .cloned()
+                    .collect();
+                LobbyFeed {
+                    snapshot: None,
+                    replay,
+                    live,
+                }
+            }
+            _ => LobbyFeed {
+                snapshot: Some((
+                    l.listed.iter().take(max_snapshot).cloned().collect(),
+                    l.version,
+                )),
+                replay: Vec::new(),
+                live,
+            },
         }
     }
 
@@ -136,14 +266,67 @@ mod tests {
     fn pages_of_a_published_lobby() {
         let views = Views::new(Ranking::default(), 0);
         assert_eq!(views.page("p", 0, 10), "[]");
-        let listed: Listed = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
+        let listed: Vec<(String, Arc<str>)> = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
             .into_iter()
-            .map(Arc::from)
+            .enumerate()
+            .map(|(i, j)| (i.to_string(), Arc::from(j)))
             .collect();
         views.publish_lobby(vec![("p".into(), listed)]);
         assert_eq!(views.page("p", 0, 2), "[{\"a\":1},{\"b\":2}]");
         assert_eq!(views.page("p", 1, 2), "[{\"c\":3}]");
         assert_eq!(views.page("p", 5, 2), "[]");
         assert_eq!(views.page("p", u64::MAX, u64::MAX), "[]");
+    }
+
+    #[test]
+    fn the_feed_diffs_each_publish_and_resumes_while_held() {
+        let views = Views::new(Ranking::default(), 0);
+        let game = |id: &str, n: u32| {
+            (
+                id.to_string(),
+                Arc::<str>::from(format!("{{\"{id}\":{n}}}")),
+            )
+        };
+        let first = views.lobby_feed("p", None, 10);
+        let (snapshot, base) = first.snapshot.unwrap();
+        assert!(snapshot.is_empty());
+        views.publish_lobby(vec![("p".into(), vec![game("a", 1), game("b", 1)])]);
+        views.publish_lobby(vec![("p".into(), vec![game("b", 2), game("c", 1)])]);
+        let changes: Vec<(u64, LobbyChange)> = views
+            .lobby_feed("p", Some(base), 10)
+            .replay
+            .iter()
+            .map(|e| (e.version, e.change.clone()))
+            .collect();
+        let listed = |id: &str, n| LobbyChange::Listed {
+            game_id: id.into(),
+            json: game(id, n).1,
+        };
+        assert_eq!(
+            changes,
+            [
+                (base + 1, listed("a", 1)),
+                (base + 2, listed("b", 1)),
+                (
+                    base + 3,
+                    LobbyChange::Unlisted {
+                        game_id: "a".into()
+                    }
+                ),
+                (base + 4, listed("b", 2)),
+                (base + 5, listed("c", 1)),
+            ]
+        );
+        let mut live = first.live;
+        assert_eq!(live.try_recv().unwrap().version, base + 1, "live in order");
+        let resumed = views.lobby_feed("p", Some(base + 3), 10);
+        assert!(resumed.snapshot.is_none());
+        assert_eq!(resumed.replay.len(), 2);
+        for unknown in [base + 9, 3] {
+            let fresh = views.lobby_feed("p", Some(unknown), 10);
+            let (games, version) = fresh.snapshot.unwrap();
+            assert_eq!((games.len(), version), (2, base + 5), "after {unknown}");
+        }
+        assert_eq!(views.lobby_feed("p", None, 1).snapshot.unwrap().0.len(), 1);
     }
 }
