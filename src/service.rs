@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::app::ports::Storage;
 use crate::app::{App, consumer, curation, matchmaker, retention, stats};
-use crate::http::limits::CappedListener;
+use crate::http::limits::{CappedListener, Cutoff};
 use crate::http::{HttpState, router};
 use crate::infra::config::Config;
 use crate::infra::limits::ConnectionCap;
@@ -158,7 +158,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     println!("varcade listening on {local}");
     tracing::info!(%local, data_dir = %config.data_dir.display(), "varcade listening on {local}");
     let fire = trigger.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    let app_service = router(state).into_make_service_with_connect_info::<Cutoff>();
+    let server = axum::serve(listener, app_service).with_graceful_shutdown(async move {
         signal.await;
         fire.fire();
     });

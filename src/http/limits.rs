@@ -1,10 +1,21 @@
 //! The HTTP listener under `max_connections`: connections beyond the shared
 //! cap are closed at once; WebSocket upgrades keep their permit.
+//!
+//! Each connection also carries a [`Cutoff`] that a handler can pull (it
+//! reaches it as `ConnectInfo<Cutoff>`): the connection's I/O fails from
+//! then on, even while a write waits for a client that does not read, so
+//! hyper drops the connection. The live lobby feed uses it for clients that
+//! do not keep up.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -28,6 +39,43 @@ impl CappedListener {
 pub struct Capped {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    cutoff: Cutoff,
+}
+
+/// Ends one connection from inside a handler.
+#[derive(Clone, Default)]
+pub struct Cutoff(Arc<CutoffState>);
+
+#[derive(Default)]
+struct CutoffState {
+    pulled: AtomicBool,
+    /// The task waiting to write, woken when the cutoff is pulled.
+    writer: AtomicWaker,
+}
+
+impl Cutoff {
+    /// Makes the connection's reads and writes fail from now on.
+    pub fn pull(&self) {
+        self.0.pulled.store(true, Ordering::SeqCst);
+        self.0.writer.wake();
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.0.pulled.load(Ordering::SeqCst) {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was cut off",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, CappedListener>> for Cutoff {
+    fn connect_info(stream: IncomingStream<'_, CappedListener>) -> Self {
+        stream.io().cutoff.clone()
+    }
 }
 
 impl axum::serve::Listener for CappedListener {
@@ -52,6 +100,7 @@ impl axum::serve::Listener for CappedListener {
                         Capped {
                             stream,
                             _permit: permit,
+                            cutoff: Cutoff::default(),
                         },
                         addr,
                     );
@@ -72,6 +121,7 @@ impl AsyncRead for Capped {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.cutoff.check()?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -82,10 +132,13 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.cutoff.check()?;
+        self.cutoff.0.writer.register(cx.waker());
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.cutoff.check()?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
@@ -98,6 +151,8 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.cutoff.check()?;
+        self.cutoff.0.writer.register(cx.waker());
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 

@@ -12,14 +12,20 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+
+use axum::extract::ConnectInfo;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::uint_param;
+use super::limits::Cutoff;
 use crate::app::ports::{FeedEvent, LobbyChange};
 use crate::infra::jwt::Player;
+use crate::infra::metrics;
 
 /// The lobby routes.
 pub fn routes() -> Router<AppState> {
@@ -57,6 +63,7 @@ fn feed_event(event: &FeedEvent) -> Event {
 async fn open_games_stream(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
+    ConnectInfo(cutoff): ConnectInfo<Cutoff>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = headers
@@ -74,7 +81,7 @@ async fn open_games_stream(
             data.push_str(game);
         }
         data.push(']');
-        first.push(Ok::<_, FeedLagged>(
+        first.push(Ok::<_, FeedEnded>(
             Event::default()
                 .event("snapshot")
                 .id(version.to_string())
@@ -82,13 +89,10 @@ async fn open_games_stream(
         ));
     }
     first.extend(feed.replay.iter().map(|e| Ok(feed_event(e))));
-    let live = futures_util::stream::unfold(Some(feed.live), |live| async move {
-        let mut live = live?;
-        match live.recv().await {
-            Ok(event) => Some((Ok(feed_event(&event)), Some(live))),
-            Err(RecvError::Lagged(_)) => Some((Err(FeedLagged), None)),
-            Err(RecvError::Closed) => None,
-        }
+    let (tx, rx) = mpsc::channel::<Arc<FeedEvent>>(CLIENT_BUFFER);
+    tokio::spawn(forward(feed.live, tx, cutoff));
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok(feed_event(&event)), rx))
     });
     let stream = futures_util::stream::iter(first).chain(live);
     Ok(Sse::new(stream)
@@ -96,10 +100,36 @@ async fn open_games_stream(
         .into_response())
 }
 
-/// A feed client fell too far behind: its connection is closed.
+/// Feed events one client may have waiting before it is cut off.
+const CLIENT_BUFFER: usize = 256;
+
+/// Moves a subscriber's events into its bounded buffer; when the client
+/// does not keep up (its buffer is full, or it fell behind what the
+/// backend holds) its connection is cut off, so no one ever waits for it.
+async fn forward(
+    mut live: broadcast::Receiver<Arc<FeedEvent>>,
+    tx: mpsc::Sender<Arc<FeedEvent>>,
+    cutoff: Cutoff,
+) {
+    loop {
+        let event = match live.recv().await {
+            Ok(event) => event,
+            Err(RecvError::Lagged(_)) => break cutoff.pull(),
+            Err(RecvError::Closed) => return,
+        };
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => break cutoff.pull(),
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+    metrics::feed_client_cut_off();
+}
+
+/// Never produced: the feed's stream ends instead of failing.
 #[derive(Debug, thiserror::Error)]
-#[error("the client fell too far behind the lobby feed")]
-struct FeedLagged;
+#[error("the lobby feed ended")]
+struct FeedEnded;
 
 async fn quick_join(
     State(state): State<AppState>,

@@ -172,3 +172,8 @@ pub fn resp_connections(delta: f64) {
 pub fn backup_pause(elapsed: Duration) {
     histogram!("varcade_backup_pause_seconds").record(elapsed.as_secs_f64());
 }
+
+/// A live lobby feed client cut off for not keeping up.
+pub fn feed_client_cut_off() {
+    counter!("varcade_feed_clients_cut_off_total").increment(1);
+}
