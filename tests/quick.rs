@@ -112,6 +112,11 @@ async fn open_ids(server: &Server, product: &str) -> Vec<String> {
         .collect()
 }
 
+/// Owned copies of game ids, to compare with [`open_ids`].
+fn ids(games: &[&String]) -> Vec<String> {
+    games.iter().map(|g| g.to_string()).collect()
+}
+
 /// The recorded calls to `endpoint` as (game, user) pairs, in arrival order.
 fn pairs(fake: &FakeGameServer, endpoint: &str) -> Vec<(String, String)> {
     fake.calls(endpoint)
@@ -264,7 +269,7 @@ async fn elo_quick_join_takes_the_creator_closest_in_score() {
     let gb = server.listed_game("chess", "cb").await;
     let gu = server.listed_game("chess", "cu").await;
     let ga = server.listed_game("chess", "ca").await;
-    assert_eq!(open_ids(&server, "chess").await, [&gc, &gb, &gu, &ga]);
+    assert_eq!(open_ids(&server, "chess").await, ids(&[&gc, &gb, &gu, &ga]));
 
     // p1 (1031): ca 1046 is 15 away, the unrated cu (1000) 31.
     let r = quick(&server, "chess", "p1").await;
@@ -317,7 +322,7 @@ async fn elo_quick_join_takes_the_creator_closest_in_score() {
     let created = assert_created(&fake, "chess", &r, "p9");
     assert_eq!(
         open_ids(&server, "chess").await,
-        [&gb],
+        ids(&[&gb]),
         "a new game is not listed"
     );
     // p7, unrated: cb 1110 (110) is the only one left.
@@ -379,7 +384,7 @@ async fn elo_ties_go_to_the_oldest_listing() {
     let gl2 = server.listed_game("chess", "l2").await;
     assert_eq!(
         open_ids(&server, "chess").await,
-        [&gl, &gw, &gm2, &gm1, &gl2]
+        ids(&[&gl, &gw, &gm2, &gm1, &gl2])
     );
 
     // Unrated players (1000) are 16 from every creator.
@@ -400,7 +405,7 @@ async fn elo_ties_go_to_the_oldest_listing() {
         let r = quick(&server, "chess", user).await;
         assert_joined(&fake, "chess", &r, game, players);
     }
-    assert_eq!(open_ids(&server, "chess").await, [&gl2]);
+    assert_eq!(open_ids(&server, "chess").await, ids(&[&gl2]));
     let want: Vec<_> = expect.iter().map(|(u, g, _)| pair(g, u)).collect();
     assert_eq!(pairs(&fake, "join_game"), want);
 }
@@ -446,7 +451,7 @@ async fn elo_rating_gap_and_current_scores() {
     assert_created(&fake, "chess", &r, "pb");
     let r = quick(&server, "chess", "pd").await;
     assert_created(&fake, "chess", &r, "pd");
-    assert_eq!(open_ids(&server, "chess").await, [&ga, &gc, &gu]);
+    assert_eq!(open_ids(&server, "chess").await, ids(&[&ga, &gc, &gu]));
 
     // The creator's current score counts: cu gets on the board after
     // listing (1110), and is now 11 from pb.
@@ -464,7 +469,7 @@ async fn elo_rating_gap_and_current_scores() {
     assert_eq!(elo.score("cc"), 927);
     let r = quick(&server, "chess", "pd").await;
     assert_joined(&fake, "chess", &r, &gc, &["cc", "pc", "pd"]);
-    assert_eq!(open_ids(&server, "chess").await, [&ga, &gu]);
+    assert_eq!(open_ids(&server, "chess").await, ids(&[&ga, &gu]));
     assert_eq!(
         pairs(&fake, "join_game"),
         [
@@ -503,26 +508,26 @@ async fn wins_quick_join_takes_the_oldest_listing_and_skips_own_games() {
     let g1 = server.listed_game("exrps", "c1").await;
     let g2 = server.listed_game("exrps", "c2").await;
     let g3 = server.listed_game("exrps", "c3").await;
-    assert_eq!(open_ids(&server, "exrps").await, [&g1, &g2, &g3]);
+    assert_eq!(open_ids(&server, "exrps").await, ids(&[&g1, &g2, &g3]));
 
     // c1's own game is the oldest: passed over.
     let r = quick(&server, "exrps", "c1").await;
     assert_joined(&fake, "exrps", &r, &g2, &["c2", "c1"]);
     assert_eq!(
         open_ids(&server, "exrps").await,
-        [&g1, &g3],
+        ids(&[&g1, &g3]),
         "the full game left the lobby"
     );
     // The oldest listing, whatever the scores.
     let r = quick(&server, "exrps", "p").await;
     assert_joined(&fake, "exrps", &r, &g1, &["c1", "p"]);
-    assert_eq!(open_ids(&server, "exrps").await, [&g3]);
+    assert_eq!(open_ids(&server, "exrps").await, ids(&[&g3]));
     // Only c3's own game is left: c3 gets a new one.
     let r = quick(&server, "exrps", "c3").await;
     let new_c3 = assert_created(&fake, "exrps", &r, "c3");
     assert_eq!(
         open_ids(&server, "exrps").await,
-        [&g3],
+        ids(&[&g3]),
         "a created game is not listed"
     );
     let r = quick(&server, "exrps", "p2").await;
