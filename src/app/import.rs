@@ -6,8 +6,9 @@
 //! Stream entries that either consumer had not applied are appended in
 //! stream order; each cursor is placed after the appended entries that
 //! consumer had already applied, so each applies exactly what the
-//! original had not. Listed games keep their lobby order ahead of every
-//! game listed after the import (see `domain::game::IMPORTED_LISTINGS`).
+//! original had not. Listed games keep their lobby order (places 1..n) ahead
+//! of every game listed after the import (the writer gives each new listing
+//! the next place after the highest stored).
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -141,7 +141,9 @@ impl Game {
         true
     }
 
-    /// A non-creator player left: back to `creator_joined` without them.
+    /// A non-creator player left: back to `creator_joined` without them,
+    /// listed again at `listing` (the back of the lobby, as the original
+    /// did).
     pub fn disconnect(&mut self, player_id: &str, listing: u64, now_us: u64) -> bool {
         let live = matches!(
             self.state,
@@ -152,7 +154,7 @@ impl Game {
         }
         self.state = State::CreatorJoined;
         self.state_since_us = now_us;
-        self.listing.get_or_insert(listing);
+        self.listing = Some(listing);
         true
     }
 
@@ -267,18 +269,12 @@ pub enum Effect {
     Ignored,
 }
 
-/// Lobby places below this belong to games imported from the original, in
-/// its lobby order; a game listed by event `n` gets `IMPORTED_LISTINGS + n`,
-/// after all of them.
-pub const IMPORTED_LISTINGS: u64 = 1 << 40;
-
 impl Game {
-    /// Applies a logged event (appended at `now_us`, with id `event_id`,
-    /// which gives the lobby place if the game is listed by it). For
-    /// [`Effect::Moved`] with `None` the caller deletes the game.
-    pub fn apply(&mut self, event: &GameEvent, event_id: u64, now_us: u64) -> Effect {
+    /// Applies a logged event (appended at `now_us`); `place` is the lobby
+    /// place the game takes if the event lists it (the back of the lobby).
+    /// For [`Effect::Moved`] with `None` the caller deletes the game.
+    pub fn apply(&mut self, event: &GameEvent, place: u64, now_us: u64) -> Effect {
         let from = self.state;
-        let place = IMPORTED_LISTINGS + event_id;
         match event {
             GameEvent::Move(Some(to)) if self.move_to(*to, place, now_us) => {
                 Effect::Moved(from, Some(*to))
@@ -340,11 +336,14 @@ pub enum CurationChange {
 }
 
 impl Game {
-    /// Applies a curation change; `false` means delete the game.
-    pub fn curate(&mut self, change: &CurationChange, now_us: u64) -> bool {
+    /// Applies a curation change; `false` means delete the game. A reset
+    /// game is listed again at `place` (the back of the lobby).
+    pub fn curate(&mut self, change: &CurationChange, place: u64, now_us: u64) -> bool {
         match change {
             CurationChange::Reset => {
-                self.reset_last_seat(now_us);
+                if self.reset_last_seat(now_us).is_some() {
+                    self.listing = Some(place);
+                }
                 self.curation_failures = 0;
                 true
             }
@@ -448,7 +447,7 @@ mod tests {
         assert!(g.disconnect("2", 9, 5));
         assert_eq!(g.state, State::CreatorJoined);
         assert_eq!(g.players, vec!["1"]);
-        assert_eq!(g.listing, Some(1), "keeps its original place");
+        assert_eq!(g.listing, Some(9), "listed again at the back");
         assert!(!g.disconnect("2", 9, 6), "already gone");
     }
 
@@ -502,12 +501,12 @@ mod tests {
         );
         g.join("2", 2).unwrap();
         assert_eq!(Curation::decide(&g), Curation::Reset("2".into()));
-        assert!(g.curate(&CurationChange::Reset, 9));
+        assert!(g.curate(&CurationChange::Reset, 20, 9));
         assert_eq!((g.players.len(), g.state_since_us), (1, 9));
         g.join("2", 10).unwrap();
         g.move_to(State::AllPlayersJoined, 1, 11);
         assert_eq!(Curation::decide(&g), Curation::Delete);
-        assert!(!g.curate(&CurationChange::Delete, 12));
+        assert!(!g.curate(&CurationChange::Delete, 21, 12));
     }
 
     #[test]
@@ -517,7 +516,7 @@ mod tests {
             g.apply(&GameEvent::Move(Some(State::CreatorJoined)), 5, 1),
             Effect::Moved(State::Created, Some(State::CreatorJoined))
         );
-        assert_eq!(g.listing, Some(IMPORTED_LISTINGS + 5));
+        assert_eq!(g.listing, Some(5));
         assert_eq!(g.apply(&GameEvent::Move(None), 6, 2), Effect::Ignored);
         g.join("2", 3).unwrap();
         assert_eq!(

@@ -62,6 +62,8 @@ pub struct Games {
     /// Listings added and removed since the writer last took them (for
     /// quick match's rating order).
     listing_changes: Vec<ListingChange>,
+    /// The lobby place the next listing takes: after every stored one.
+    next_place: u64,
 }
 
 impl Games {
@@ -72,6 +74,7 @@ impl Games {
             let (_, value) = item.map_err(|e| StorageError::Failed(e.to_string()))?;
             let game: Game = postcard::from_bytes(&value).map_err(codec)?;
             games.index(&game);
+            games.next_place = games.next_place.max(game.listing.unwrap_or(0) + 1);
             games.games.insert(game.game_id.clone(), game);
         }
         games.dirty = games.lobby.keys().cloned().collect();
@@ -144,8 +147,17 @@ impl Games {
             .is_some_and(|g| g.is_listed() && !g.players.iter().any(|p| p == user))
     }
 
+    /// The lobby place for a game listed now: the back of every lobby.
+    /// Each call hands out a new one.
+    pub fn take_place(&mut self) -> u64 {
+        self.next_place = self.next_place.max(1);
+        self.next_place += 1;
+        self.next_place - 1
+    }
+
     /// Stores `game` (new or changed) and stages its record.
     pub fn put(&mut self, batch: &mut ::sled::Batch, game: Game) -> Result<(), StorageError> {
+        self.next_place = self.next_place.max(game.listing.unwrap_or(0) + 1);
         let bytes = postcard::to_stdvec(&game).map_err(codec)?;
         if let Some(old) = self.games.remove(&game.game_id) {
             self.unindex(&old);
@@ -185,7 +197,7 @@ impl Games {
                 let listed = match self.lobby.get(&product) {
                     Some(listed) => listed
                         .iter()
-                        .map(|((_, id), json)| (id.clone(), json.clone()))
+                        .map(|((place, id), json)| (id.clone(), *place, json.clone()))
                         .collect(),
                     None => Vec::new(),
                 };

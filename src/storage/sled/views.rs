@@ -25,8 +25,9 @@ use crate::app::ports::{FeedEvent, LobbyChange, LobbyFeed};
 /// A product's listed games in lobby order, as listing-form JSON texts.
 pub type Listed = Arc<[Arc<str>]>;
 
-/// A product's listed games in lobby order as (game id, listing form).
-pub type ListedGames = Vec<(String, Arc<str>)>;
+/// A product's listed games in lobby order as (game id, lobby place,
+/// listing form).
+pub type ListedGames = Vec<(String, u64, Arc<str>)>;
 
 /// Lobby changes held per product for clients that resume, and the most a
 /// live subscriber may fall behind.
@@ -35,8 +36,8 @@ pub const FEED_HELD: usize = 1024;
 /// One product's published lobby and its feed.
 struct Lobby {
     listed: Listed,
-    /// Game id → listing form, for the next diff.
-    ids: HashMap<String, Arc<str>>,
+    /// Game id → (lobby place, listing form), for the next diff.
+    ids: HashMap<String, (u64, Arc<str>)>,
     version: u64,
     held: VecDeque<Arc<FeedEvent>>,
     live: broadcast::Sender<Arc<FeedEvent>>,
@@ -53,15 +54,22 @@ impl Lobby {
         }
     }
 
-    /// Replaces the listing and publishes what changed: removals first,
-    /// then additions and changed listing forms in lobby order.
+    /// Replaces the listing and publishes what changed: first `unlisted`
+    /// for games that left or moved to a new place (listed again at the
+    /// back), then `listed` in lobby order for new and moved games (which
+    /// a client appends: new places are always at the back) and for games
+    /// whose listing form changed in place (which a client replaces).
     fn publish(&mut self, listed: ListedGames) {
         let mut changes = Vec::new();
-        let now: HashMap<&str, &Arc<str>> = listed.iter().map(|(id, j)| (id.as_str(), j)).collect();
+        let now: HashMap<&str, u64> = listed
+            .iter()
+            .map(|(id, place, _)| (id.as_str(), *place))
+            .collect();
         let mut gone: Vec<&String> = self
             .ids
-            .keys()
-            .filter(|id| !now.contains_key(id.as_str()))
+            .iter()
+            .filter(|(id, (place, _))| now.get(id.as_str()) != Some(place))
+            .map(|(id, _)| id)
             .collect();
         gone.sort();
         for id in gone {
@@ -69,8 +77,8 @@ impl Lobby {
                 game_id: id.clone(),
             });
         }
-        for (id, json) in &listed {
-            if self.ids.get(id) != Some(json) {
+        for (id, place, json) in &listed {
+            if self.ids.get(id) != Some(&(*place, json.clone())) {
                 changes.push(LobbyChange::Listed {
                     game_id: id.clone(),
                     json: json.clone(),
@@ -79,9 +87,9 @@ impl Lobby {
         }
         self.ids = listed
             .iter()
-            .map(|(id, j)| (id.clone(), j.clone()))
+            .map(|(id, place, j)| (id.clone(), (*place, j.clone())))
             .collect();
-        self.listed = listed.into_iter().map(|(_, j)| j).collect();
+        self.listed = listed.into_iter().map(|(_, _, j)| j).collect();
         for change in changes {
             self.version += 1;
             let event = Arc::new(FeedEvent {
@@ -266,10 +274,10 @@ mod tests {
     fn pages_of_a_published_lobby() {
         let views = Views::new(Ranking::default(), 0);
         assert_eq!(views.page("p", 0, 10), "[]");
-        let listed: Vec<(String, Arc<str>)> = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
+        let listed: ListedGames = ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
             .into_iter()
             .enumerate()
-            .map(|(i, j)| (i.to_string(), Arc::from(j)))
+            .map(|(i, j)| (i.to_string(), i as u64, Arc::from(j)))
             .collect();
         views.publish_lobby(vec![("p".into(), listed)]);
         assert_eq!(views.page("p", 0, 2), "[{\"a\":1},{\"b\":2}]");
@@ -282,8 +290,10 @@ mod tests {
     fn the_feed_diffs_each_publish_and_resumes_while_held() {
         let views = Views::new(Ranking::default(), 0);
         let game = |id: &str, n: u32| {
+            let place = u64::from(id.as_bytes()[0]);
             (
                 id.to_string(),
+                place,
                 Arc::<str>::from(format!("{{\"{id}\":{n}}}")),
             )
         };
@@ -300,7 +310,7 @@ mod tests {
             .collect();
         let listed = |id: &str, n| LobbyChange::Listed {
             game_id: id.into(),
-            json: game(id, n).1,
+            json: game(id, n).2,
         };
         assert_eq!(
             changes,

@@ -370,7 +370,8 @@ impl Writer {
                 let result = match self.games.get(&game_id).cloned() {
                     Some(mut game) if game.state == state && game.state_since_us == since_us => {
                         group.games_dirty = true;
-                        if game.curate(&change, now_us) {
+                        let place = self.games.take_place();
+                        if game.curate(&change, place, now_us) {
                             self.games.put(&mut group.games, game).map(|()| true)
                         } else {
                             self.games.delete(&mut group.games, &game_id);
@@ -528,14 +529,15 @@ impl Writer {
         let mut touched: std::collections::HashMap<String, Option<Game>> =
             std::collections::HashMap::new();
         let mut applied = Vec::new();
-        for (id, at_us, game_id, product_id, event) in batch.events {
+        for (_id, at_us, game_id, product_id, event) in batch.events {
             let current = match touched.get(&game_id) {
                 Some(game) => game.clone(),
                 None => self.games.get(&game_id).cloned(),
             };
             let effect = match current.filter(|g| g.product_id == product_id) {
                 Some(mut game) => {
-                    let effect = game.apply(&event, id, at_us);
+                    let place = self.games.take_place();
+                    let effect = game.apply(&event, place, at_us);
                     match effect {
                         Effect::Ignored => {}
                         Effect::Moved(_, None) => {
