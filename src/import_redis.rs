@@ -4,7 +4,6 @@
 //! into an empty data directory, marked as partial until the write is
 //! durable.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use redis::AsyncCommands;
@@ -13,7 +12,7 @@ use redis::aio::MultiplexedConnection;
 use crate::app::import::{ImportError, Original, Summary, convert};
 use crate::app::ports::Storage;
 use crate::infra::config::Config;
-use crate::storage::sled::{OpenError, SledStorage};
+use crate::storage::sled::{OpenError, SledStorage, check_empty_target};
 
 /// The stream and index keys of the original.
 const STREAM: &str = "game_event_stream";
@@ -48,20 +47,10 @@ pub enum ImportFailed {
 /// Runs the import; returns what was copied.
 pub async fn run(config: &Config, source: &Source) -> Result<Summary, ImportFailed> {
     let dir = config.data_dir.clone();
-    if SledStorage::is_incomplete(&dir) {
-        return Err(OpenError::Interrupted {
-            dir: dir.display().to_string(),
-            what: "import-redis".into(),
-        }
-        .into());
-    }
-    if !is_empty_dir(&dir) {
-        return Err(OpenError::NotEmpty {
-            dir: dir.display().to_string(),
-            what: "import-redis".into(),
-        }
-        .into());
-    }
+    let target = dir.clone();
+    tokio::task::spawn_blocking(move || check_empty_target(&target, "import-redis"))
+        .await
+        .map_err(|e| ImportFailed::Write(e.to_string()))??;
     let original = read(source).await?;
     let (imported, summary) = convert(original, &config.products())?;
     let storage = {
@@ -94,13 +83,6 @@ async fn write(
         .import(imported)
         .await
         .map_err(|e| ImportFailed::Write(e.to_string()))
-}
-
-fn is_empty_dir(dir: &Path) -> bool {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    }
 }
 
 /// Reads everything the import needs from the original's Redis.

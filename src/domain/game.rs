@@ -193,9 +193,16 @@ impl Game {
 
     /// The form returned to the creator and to joiners.
     pub fn full_json(&self) -> String {
+        self.full_json_matched(None)
+    }
+
+    /// The full form with quick match's `matched` (`joined` or `created`)
+    /// when given.
+    pub fn full_json_matched(&self, matched: Option<&'static str>) -> String {
         let full = FullForm {
             last_updated: format_timestamp(self.last_updated_us),
             form: self.form(),
+            matched,
             state: self.state.as_str(),
             target_game_server: &self.target_game_server,
             token: &self.token,
@@ -229,6 +236,8 @@ struct FullForm<'a> {
     last_updated: String,
     #[serde(flatten)]
     form: Form<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched: Option<&'static str>,
     state: &'static str,
     target_game_server: &'a str,
     token: &'a str,

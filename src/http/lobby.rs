@@ -1,23 +1,23 @@
-//! The lobby routes (API.md "Lobby"): thin handlers over the app's use
-//! cases. A join or create keeps going if the client disconnects.
+//! The lobby routes (API.md "Lobby", "Quick match", "Live lobby feed"):
+//! thin handlers over the app's use cases. A join, quick join or create
+//! keeps going if the client disconnects.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
-
-use axum::extract::ConnectInfo;
 
 use super::AppState;
 use super::error::ApiError;
@@ -81,7 +81,7 @@ async fn open_games_stream(
             data.push_str(game);
         }
         data.push(']');
-        first.push(Ok::<_, FeedEnded>(
+        first.push(Ok::<_, Infallible>(
             Event::default()
                 .event("snapshot")
                 .id(version.to_string())
@@ -126,11 +126,6 @@ async fn forward(
     metrics::feed_client_cut_off();
 }
 
-/// Never produced: the feed's stream ends instead of failing.
-#[derive(Debug, thiserror::Error)]
-#[error("the lobby feed ended")]
-struct FeedEnded;
-
 async fn quick_join(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
@@ -139,10 +134,7 @@ async fn quick_join(
 ) -> Result<Response, ApiError> {
     body?;
     let (game, matched) = state.app.quick_join(&product_id, player).await?;
-    let mut value: serde_json::Value = serde_json::from_str(&game.full_json())
-        .map_err(|e| ApiError::Internal(format!("game JSON: {e}")))?;
-    value["matched"] = serde_json::Value::from(matched.as_str());
-    Ok(json(value.to_string()))
+    Ok(json(game.full_json_matched(Some(matched.as_str()))))
 }
 
 async fn create_game(

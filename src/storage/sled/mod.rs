@@ -133,23 +133,31 @@ fn check_complete(dir: &Path) -> Result<(), OpenError> {
     }
 }
 
-/// Creates `dir` (missing or empty) marked as incomplete by `what`.
-fn begin_incomplete(dir: &Path, what: &str) -> Result<(), OpenError> {
+/// Refuses a target directory for `what` (an import or a restore) unless
+/// it is missing or empty; one holding an interrupted one is named so.
+pub fn check_empty_target(dir: &Path, what: &str) -> Result<(), OpenError> {
     check_complete(dir)?;
-    let io = |e: std::io::Error| OpenError::Io {
-        dir: dir.display().to_string(),
-        message: e.to_string(),
-    };
     let empty = match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
-    if !empty {
-        return Err(OpenError::NotEmpty {
+    if empty {
+        Ok(())
+    } else {
+        Err(OpenError::NotEmpty {
             dir: dir.display().to_string(),
             what: what.to_string(),
-        });
+        })
     }
+}
+
+/// Creates `dir` (missing or empty) marked as incomplete by `what`.
+fn begin_incomplete(dir: &Path, what: &str) -> Result<(), OpenError> {
+    check_empty_target(dir, what)?;
+    let io = |e: std::io::Error| OpenError::Io {
+        dir: dir.display().to_string(),
+        message: e.to_string(),
+    };
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut marker = std::fs::File::create(dir.join(INCOMPLETE_MARKER)).map_err(io)?;
     std::io::Write::write_all(&mut marker, what.as_bytes()).map_err(io)?;
@@ -241,11 +249,6 @@ impl SledStorage {
                 Err(e)
             }
         }
-    }
-
-    /// Whether `dir` holds an interrupted import or restore.
-    pub fn is_incomplete(dir: &Path) -> bool {
-        dir.join(INCOMPLETE_MARKER).exists()
     }
 
     /// A database in a temporary directory that is removed when closed.
@@ -567,12 +570,18 @@ impl Boards for SledStorage {
         offset: u64,
         count: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        let ranking = self
-            .views
-            .ranking()
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        Ok(ranking.window(product, offset, count))
+        // The writer holds the order's write lock while it applies a stats
+        // batch (a few ms at most): a window that finds it held waits on
+        // the blocking pool, not on a runtime thread.
+        if let Ok(ranking) = self.views.ranking().try_read() {
+            return Ok(ranking.window(product, offset, count));
+        }
+        let product = product.to_string();
+        self.blocking(move |r| {
+            let ranking = r.views.ranking().read().unwrap_or_else(|p| p.into_inner());
+            Ok(ranking.window(&product, offset, count))
+        })
+        .await
     }
 
     async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError> {

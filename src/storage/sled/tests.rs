@@ -26,7 +26,18 @@ async fn migrations_are_recorded_and_newer_layouts_refused() {
         storage.close().await.unwrap();
     }
     {
-        let db = ::sled::open(&dir).unwrap();
+        // sled lets go of its lock only once its last internal handle is
+        // gone, which can be a moment after `close` returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match ::sled::open(&dir) {
+                Ok(db) => break db,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         let meta = db.open_tree("meta").unwrap();
         assert!(meta.get("migration/0002").unwrap().is_some());
         meta.insert(LAYOUT_KEY, &99u32.to_be_bytes()).unwrap();
