@@ -6,6 +6,7 @@ pub mod event;
 pub mod game;
 pub mod original;
 pub mod scoring;
+pub mod season;
 pub mod stats_rules;
 
 /// One registered implementation: its config name and its constructor.

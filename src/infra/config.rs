@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::domain::season::{PERIODS, Period};
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "data/varcade.toml";
 
@@ -153,7 +155,28 @@ pub struct ProductConfig {
     pub stats: String,
     #[serde(default)]
     pub settings: toml::Table,
+    /// Leaderboard seasons; without it one season lasts forever.
+    #[serde(default)]
+    pub season: Option<SeasonConfig>,
 }
+
+/// A product's leaderboard seasons (`[games.season]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeasonConfig {
+    /// `daily`, `weekly` or `monthly` (UTC).
+    pub period: String,
+    /// Archived seasons kept, newest first.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    12
+}
+
+/// Most archived seasons a product may keep.
+pub const MAX_KEEP: usize = 1000;
 
 fn default_leaderboard() -> String {
     "wins".into()
@@ -188,6 +211,7 @@ impl Default for Config {
                 ingest_key: "exrps-secret".into(),
                 ingest_key_file: None,
                 leaderboard: "wins".into(),
+                season: None,
                 stats: "exrps".into(),
                 settings: toml::Table::from_iter([("num_players".into(), toml::Value::Integer(2))]),
             }],
@@ -542,6 +566,24 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(season) = &game.season {
+                if Period::parse(&season.period).is_none() {
+                    return Err(invalid(
+                        key("season.period"),
+                        format!(
+                            "unknown period {:?} (known: {})",
+                            season.period,
+                            PERIODS.join(", ")
+                        ),
+                    ));
+                }
+                if season.keep > MAX_KEEP {
+                    return Err(invalid(
+                        key("season.keep"),
+                        format!("must be from 0 to {MAX_KEEP}"),
+                    ));
+                }
+            }
             if let Some(n) = game.settings.get("num_players") {
                 match n.as_integer() {
                     Some(n) if (1..=1000).contains(&n) => {}
@@ -579,6 +621,13 @@ impl ProductConfig {
             .and_then(toml::Value::as_integer)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(2)
+    }
+
+    /// The season period and `keep`, when the product has seasons (the
+    /// period was checked by [`Config::validate`]).
+    pub fn seasons(&self) -> Option<(Period, usize)> {
+        let season = self.season.as_ref()?;
+        Some((Period::parse(&season.period)?, season.keep))
     }
 }
 
@@ -663,6 +712,28 @@ mod tests {
         config.resp.bind = Some("nowhere".into());
         let err = config.validate("f.toml", &known()).unwrap_err().to_string();
         assert!(err.contains("resp.bind"), "{err}");
+    }
+
+    #[test]
+    fn season_section() {
+        let game = "[[games]]\nproduct_id = \"p\"\ngame_server_url = \"http://h\"\n\
+                    game_socket_url = \"h:1\"\ningest_key = \"k\"\n[games.season]\n";
+        let config = Config::from_toml(&format!("{game}period = \"weekly\"\n")).unwrap();
+        config.validate("f.toml", &known()).unwrap();
+        assert_eq!(config.games[0].seasons(), Some((Period::Weekly, 12)));
+        let config = Config::from_toml(&format!("{game}period = \"hourly\"\n")).unwrap();
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(err.contains("games[0].season.period") && err.contains("hourly"), "{err}");
+        let config =
+            Config::from_toml(&format!("{game}period = \"daily\"\nkeep = 5000\n")).unwrap();
+        let err = config.validate("f.toml", &known()).unwrap_err().to_string();
+        assert!(err.contains("games[0].season.keep"), "{err}");
+        let err = Config::from_toml(&format!("{game}period = \"daily\"\nkept = 1\n")).unwrap_err();
+        assert!(err.contains("kept"), "{err}");
+        let err = Config::from_toml(&format!("{game}period = \"daily\"\nkeep = -1\n")).unwrap_err();
+        assert!(err.contains("keep"), "{err}");
+        let err = Config::from_toml(&format!("{game}keep = 3\n")).unwrap_err();
+        assert!(err.contains("period"), "{err}");
     }
 
     #[test]
