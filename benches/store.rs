@@ -433,6 +433,7 @@ fn populate_batch(i: u64, players: u64) -> Vec<StatsChange> {
                 product: PRODUCT.into(),
                 winner: player(winner),
                 loser: player(loser),
+                season: None,
             }
         })
         .collect()
@@ -591,6 +592,7 @@ fn board(c: &mut Criterion) {
                                     product: PRODUCT.into(),
                                     winner: player(winner),
                                     loser: player(loser),
+                                    season: None,
                                 }
                             })
                             .collect(),
@@ -617,7 +619,11 @@ fn board(c: &mut Criterion) {
         let board = get();
         b.iter_custom(|iters| {
             timed(&rt, iters, |_| async {
-                let top = board.storage.window(PRODUCT, 0, 10).await.expect("window");
+                let top = board
+                    .storage
+                    .window(PRODUCT, None, 0, 10)
+                    .await
+                    .expect("window");
                 assert_eq!(top.len(), 10);
                 black_box(top);
             })
@@ -630,7 +636,7 @@ fn board(c: &mut Criterion) {
             timed(&rt, iters, |_| async {
                 let window = board
                     .storage
-                    .window(PRODUCT, offset, 10)
+                    .window(PRODUCT, None, offset, 10)
                     .await
                     .expect("window");
                 assert_eq!(window.len(), 10);
@@ -647,7 +653,7 @@ fn board(c: &mut Criterion) {
             timed(&rt, iters, |i| {
                 let user = &users[i as usize];
                 async move {
-                    let rank = board.storage.rank(PRODUCT, user).await.expect("rank");
+                    let rank = board.storage.rank(PRODUCT, None, user).await.expect("rank");
                     black_box(rank.expect("a ranked player"));
                 }
             })
@@ -660,12 +666,12 @@ fn board(c: &mut Criterion) {
         let board = get();
         let last = last.get_or_init(|| {
             let last = rt
-                .block_on(board.storage.window(PRODUCT, board.players - 1, 1))
+                .block_on(board.storage.window(PRODUCT, None, board.players - 1, 1))
                 .expect("window")
                 .pop()
                 .expect("a last player");
             let (score, rank) = rt
-                .block_on(board.storage.rank(PRODUCT, &last.user_id))
+                .block_on(board.storage.rank(PRODUCT, None, &last.user_id))
                 .expect("rank")
                 .expect("ranked");
             eprintln!(
@@ -676,7 +682,7 @@ fn board(c: &mut Criterion) {
         });
         b.iter_custom(|iters| {
             timed(&rt, iters, |_| async {
-                black_box(board.storage.rank(PRODUCT, last).await.expect("rank"));
+                black_box(board.storage.rank(PRODUCT, None, last).await.expect("rank"));
             })
         })
     });
@@ -700,6 +706,7 @@ fn game_over_changes(
         product: PRODUCT.into(),
         winner: player(winner),
         loser: player(loser),
+        season: None,
     }];
     if counters {
         let event = json!({"product_id": PRODUCT, "game_id": "g", "type": "game_over",

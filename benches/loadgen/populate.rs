@@ -207,6 +207,7 @@ fn change(winner: u64, loser: u64) -> StatsChange {
         product: PRODUCT.to_string(),
         winner: winner.to_string(),
         loser: loser.to_string(),
+        season: None,
     }
 }
 

@@ -44,6 +44,8 @@ pub enum AppError {
     AlreadyJoined,
     #[error("player {0:?} has no score on this leaderboard")]
     PlayerNotFound(String),
+    #[error("no season {0:?} on this leaderboard")]
+    SeasonNotFound(String),
     #[error("game server: {0}")]
     GameServer(#[from] GameServerError),
     #[error(transparent)]

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use crate::domain::event::Dedup;
 use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
 use crate::domain::scoring::Scoring;
+use crate::domain::season::Season;
 
 /// Why the backend could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -169,6 +170,9 @@ pub enum StatsChange {
         product: String,
         winner: String,
         loser: String,
+        /// The season of the event's append time, for a product with
+        /// seasons; `None`: the lifetime board.
+        season: Option<SeasonRef>,
     },
     /// A player counter moves by `delta`.
     Count {
@@ -177,6 +181,30 @@ pub enum StatsChange {
         counter: &'static str,
         delta: i64,
     },
+}
+
+/// The season a `game_over` counts for, and how many archived seasons
+/// its product keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeasonRef {
+    pub season: Season,
+    pub keep: usize,
+}
+
+/// A product's boards as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardList {
+    /// Players on the lifetime board (a product without seasons).
+    pub lifetime_players: u64,
+    /// Stored seasons, newest first.
+    pub seasons: Vec<SeasonBoard>,
+}
+
+/// One stored season and the players on its board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeasonBoard {
+    pub season: Season,
+    pub players: u64,
 }
 
 /// Each product's scoring rule.
@@ -351,25 +379,36 @@ pub trait Boards: Send + Sync + 'static {
     /// at or below the stored cursor is not applied again.
     async fn apply_stats(&self, batch: StatsBatch) -> Result<(), StorageError>;
 
-    /// `count` entries from position `offset` (0-based), best first.
+    /// `count` entries from position `offset` (0-based), best first, of
+    /// the lifetime board (`season` `None`) or a season's.
     async fn window(
         &self,
         product: &str,
+        season: Option<&str>,
         offset: u64,
         count: usize,
     ) -> Result<Vec<Entry>, StorageError>;
 
-    /// A player's score and 1-based rank.
-    async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError>;
+    /// A player's score and 1-based rank on a board.
+    async fn rank(
+        &self,
+        product: &str,
+        season: Option<&str>,
+        user: &str,
+    ) -> Result<Option<(i64, u64)>, StorageError>;
 
-    /// A player's score, rank and up to `n` entries either side, in one
-    /// read of the board (no second lookup of the rank).
+    /// A player's score, rank and up to `n` entries either side on a
+    /// board, in one read of the board (no second lookup of the rank).
     async fn around(
         &self,
         product: &str,
+        season: Option<&str>,
         user: &str,
         n: usize,
     ) -> Result<Option<PlayerRank>, StorageError>;
+
+    /// The product's lifetime board size and stored seasons.
+    async fn boards(&self, product: &str) -> Result<BoardList, StorageError>;
 
     /// A player's counters (empty when none).
     async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError>;

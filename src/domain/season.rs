@@ -53,7 +53,12 @@ impl Period {
         let date = at.date();
         let (id, first, next) = match self {
             Period::Daily => (
-                format!("{:04}-{:02}-{:02}", date.year(), date.month() as u8, date.day()),
+                format!(
+                    "{:04}-{:02}-{:02}",
+                    date.year(),
+                    date.month() as u8,
+                    date.day()
+                ),
                 date,
                 date.next_day().unwrap_or(Date::MAX),
             ),
@@ -67,8 +72,7 @@ impl Period {
                 )
             }
             Period::Monthly => {
-                let first =
-                    Date::from_calendar_date(date.year(), date.month(), 1).unwrap_or(date);
+                let first = Date::from_calendar_date(date.year(), date.month(), 1).unwrap_or(date);
                 let (year, month) = match date.month() {
                     Month::December => (date.year() + 1, Month::January),
                     m => (date.year(), m.next()),
@@ -121,7 +125,10 @@ mod tests {
         assert_eq!(sunday_night.ends_ms, monday.starts_ms);
         assert_eq!(rfc3339(monday.starts_ms), "2026-11-23T00:00:00Z");
         let new_year = Period::Weekly.season_of(ms(2027, 1, 1, 12, 0));
-        assert_eq!(new_year.id, "2026-W53", "1 Jan 2027 is in ISO week 53 of 2026");
+        assert_eq!(
+            new_year.id, "2026-W53",
+            "1 Jan 2027 is in ISO week 53 of 2026"
+        );
         let late = Period::Weekly.season_of(ms(2024, 12, 30, 0, 0));
         assert_eq!(late.id, "2025-W01", "30 Dec 2024 is in ISO week 1 of 2025");
     }
@@ -140,7 +147,10 @@ mod tests {
             (december.starts_ms, december.ends_ms),
             (ms(2026, 12, 1, 0, 0), ms(2027, 1, 1, 0, 0))
         );
-        assert_eq!(Period::Monthly.season_of(ms(2027, 1, 1, 0, 0)).id, "2027-01");
+        assert_eq!(
+            Period::Monthly.season_of(ms(2027, 1, 1, 0, 0)).id,
+            "2027-01"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("player {0:?} has no score on this leaderboard")]
     PlayerNotFound(String),
+    #[error("no season {0:?} on this leaderboard")]
+    SeasonNotFound(String),
     #[error("{0}")]
     GameNotJoinable(String),
     #[error("you have already joined this game")]
@@ -86,6 +88,7 @@ impl From<AppError> for ApiError {
             AppError::GameNotJoinable => ApiError::GameNotJoinable(e.to_string()),
             AppError::AlreadyJoined => ApiError::AlreadyJoined,
             AppError::PlayerNotFound(u) => ApiError::PlayerNotFound(u),
+            AppError::SeasonNotFound(s) => ApiError::SeasonNotFound(s),
             AppError::GameServer(e) => ApiError::GameServer(e),
             AppError::Frame(e) => e.into(),
             AppError::Storage(e) => e.into(),
@@ -111,6 +114,7 @@ impl ApiError {
             ApiError::GameNotFound(_) => "game_not_found",
             ApiError::NotFound(_) => "not_found",
             ApiError::PlayerNotFound(_) => "player_not_found",
+            ApiError::SeasonNotFound(_) => "season_not_found",
             ApiError::GameNotJoinable(_) => "game_not_joinable",
             ApiError::AlreadyJoined => "already_joined",
             ApiError::BadRequest { .. } => "bad_request",
@@ -130,7 +134,8 @@ impl ApiError {
             ApiError::UnknownProduct(_)
             | ApiError::GameNotFound(_)
             | ApiError::NotFound(_)
-            | ApiError::PlayerNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::PlayerNotFound(_)
+            | ApiError::SeasonNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::GameNotJoinable(_) | ApiError::AlreadyJoined => StatusCode::CONFLICT,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -12,6 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::uint_param;
 use crate::app::ports::Entry;
+use crate::domain::season::rfc3339;
 
 /// Most entries one window returns.
 pub const MAX_WINDOW: u64 = 100;
@@ -21,6 +22,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/leaderboards/top_ten/{product_id}", get(top_ten))
         .route("/leaderboards/{product_id}", get(window))
+        .route("/leaderboards/{product_id}/seasons", get(seasons))
         .route("/leaderboards/{product_id}/players/{user_id}", get(player))
         .route("/stats/{product_id}/{user_id}", get(player_stats))
 }
@@ -33,11 +35,18 @@ fn entries(list: Vec<Entry>) -> Json<Value> {
     ))
 }
 
+/// `?season=`: the board to read (`None`: the current one).
+fn season(query: &HashMap<String, String>) -> Option<&str> {
+    query.get("season").map(String::as_str)
+}
+
 async fn top_ten(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(entries(state.app.window(&product_id, 0, 10).await?))
+    let top = state.app.window(&product_id, season(&query), 0, 10).await?;
+    Ok(entries(top))
 }
 
 async fn window(
@@ -51,7 +60,7 @@ async fn window(
     Ok(entries(
         state
             .app
-            .window(&product_id, offset, count as usize)
+            .window(&product_id, season(&query), offset, count as usize)
             .await?,
     ))
 }
@@ -65,7 +74,10 @@ async fn player(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(n) = uint_param(&query, "around")? else {
-        let (score, rank) = state.app.rank(&product_id, &user_id).await?;
+        let (score, rank) = state
+            .app
+            .rank(&product_id, season(&query), &user_id)
+            .await?;
         return Ok(Json(
             json!({"user_id": user_id, "score": score, "rank": rank}),
         ));
@@ -75,7 +87,10 @@ async fn player(
             "`around` must be from 0 to {MAX_AROUND}, got {n}"
         )));
     }
-    let found = state.app.around(&product_id, &user_id, n as usize).await?;
+    let found = state
+        .app
+        .around(&product_id, season(&query), &user_id, n as usize)
+        .await?;
     let around: Vec<Value> = found
         .around
         .iter()
@@ -87,6 +102,27 @@ async fn player(
         "rank": found.rank,
         "around": around,
     })))
+}
+
+async fn seasons(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let list = state.app.seasons(&product_id).await?;
+    let time = |ms: Option<i64>| ms.map(rfc3339);
+    Ok(Json(Value::Array(
+        list.into_iter()
+            .map(|s| {
+                json!({
+                    "season": s.id,
+                    "starts": time(s.starts_ms),
+                    "ends": time(s.ends_ms),
+                    "players": s.players,
+                    "current": s.current,
+                })
+            })
+            .collect(),
+    )))
 }
 
 async fn player_stats(

@@ -723,7 +723,10 @@ mod tests {
         assert_eq!(config.games[0].seasons(), Some((Period::Weekly, 12)));
         let config = Config::from_toml(&format!("{game}period = \"hourly\"\n")).unwrap();
         let err = config.validate("f.toml", &known()).unwrap_err().to_string();
-        assert!(err.contains("games[0].season.period") && err.contains("hourly"), "{err}");
+        assert!(
+            err.contains("games[0].season.period") && err.contains("hourly"),
+            "{err}"
+        );
         let config =
             Config::from_toml(&format!("{game}period = \"daily\"\nkeep = 5000\n")).unwrap();
         let err = config.validate("f.toml", &known()).unwrap_err().to_string();

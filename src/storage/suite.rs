@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::app::ports::{
-    ConsumerName, Entry, Imported, MatchmakerBatch, NewFrame, QuickRule, SeatOutcome, StatsBatch,
-    StatsChange, Storage,
+    ConsumerName, Entry, Imported, MatchmakerBatch, NewFrame, QuickRule, SeasonRef, SeatOutcome,
+    StatsBatch, StatsChange, Storage,
 };
 use crate::domain::event::Dedup;
 use crate::domain::game::{CurationChange, Effect, Game, GameEvent, JoinRefusal, State};
-use crate::domain::scoring::{Scoring, Wins};
+use crate::domain::scoring::{Elo, Scoring, Wins};
+use crate::domain::season::Season;
 
 fn game(id: &str, since: u64) -> Game {
     crate::domain::game::sample(id, since)
@@ -39,7 +40,99 @@ pub async fn run(storage: Arc<dyn Storage>) {
     games_seats_and_the_lobby(storage.as_ref()).await;
     the_log(storage.as_ref()).await;
     boards(storage.as_ref()).await;
+    seasons(storage.as_ref()).await;
     quick_match(storage.as_ref()).await;
+}
+
+/// Seasons: a `game_over` counts on its season's board whatever order the
+/// seasons arrive in (elo from 1000 in each); a season is stored with its
+/// first game; the batch that stores one more than `keep` + 1 drops the
+/// oldest, whose late results are then ignored; the lifetime board and the
+/// counters are untouched.
+async fn seasons(s: &dyn Storage) {
+    let mut rules: BTreeMap<String, Box<dyn Scoring>> = BTreeMap::new();
+    rules.insert("sea".into(), Box::new(Elo));
+    let scoring: crate::app::ports::ScoringRules = Arc::new(rules);
+    let week = |n: i64| Season {
+        id: format!("2026-W{n}"),
+        starts_ms: n * 1000,
+        ends_ms: (n + 1) * 1000,
+    };
+    let game_over = |w: &str, l: &str, n: i64| StatsChange::GameOver {
+        product: "sea".into(),
+        winner: w.into(),
+        loser: l.into(),
+        season: Some(SeasonRef {
+            season: week(n),
+            keep: 1,
+        }),
+    };
+    let mut cursor = s.cursor(ConsumerName::Stats).await.unwrap();
+    let mut apply = async |changes: Vec<StatsChange>| {
+        cursor += 1;
+        let batch = StatsBatch {
+            changes,
+            scoring: scoring.clone(),
+            cursor,
+        };
+        s.apply_stats(batch).await.unwrap();
+    };
+    let board = async |n: Option<i64>| -> Vec<(String, i64)> {
+        let season = n.map(|n| week(n).id);
+        s.window("sea", season.as_deref(), 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.user_id, e.score))
+            .collect()
+    };
+    let listed = async || -> Vec<(String, u64)> {
+        let list = s.boards("sea").await.unwrap();
+        assert_eq!(list.lifetime_players, 0, "seasons leave the lifetime board");
+        list.seasons
+            .into_iter()
+            .map(|b| (b.season.id, b.players))
+            .collect()
+    };
+    let (w, l) = Elo.game_over(1000, 1000);
+    let (w2, l2) = Elo.game_over(w, l);
+
+    apply(vec![game_over("a", "b", 47)]).await;
+    apply(vec![game_over("c", "a", 48), game_over("a", "b", 47)]).await;
+    assert_eq!(
+        listed().await,
+        [("2026-W48".into(), 2), ("2026-W47".into(), 2)]
+    );
+    assert_eq!(board(Some(47)).await, [("a".into(), w2), ("b".into(), l2)]);
+    assert_eq!(
+        board(Some(48)).await,
+        [("c".into(), w), ("a".into(), l)],
+        "elo starts again at 1000"
+    );
+    assert!(board(None).await.is_empty());
+    assert_eq!(
+        s.rank("sea", Some("2026-W47"), "b").await.unwrap(),
+        Some((l2, 2))
+    );
+    let around = s.around("sea", Some("2026-W48"), "a", 1).await.unwrap();
+    assert_eq!(around.map(|r| (r.score, r.rank)), Some((l, 2)));
+
+    apply(vec![game_over("x", "y", 49)]).await;
+    assert_eq!(
+        listed().await,
+        [("2026-W49".into(), 2), ("2026-W48".into(), 2)],
+        "keep 1 archived season"
+    );
+    assert!(board(Some(47)).await.is_empty());
+    assert_eq!(s.rank("sea", Some("2026-W47"), "a").await.unwrap(), None);
+    apply(vec![game_over("a", "b", 47)]).await;
+    assert_eq!(
+        listed().await,
+        [("2026-W49".into(), 2), ("2026-W48".into(), 2)],
+        "a late result of a dropped season is ignored"
+    );
+    assert!(board(Some(47)).await.is_empty());
+    assert!(s.player_stats("sea", "a").await.unwrap().is_empty());
 }
 
 /// Quick match: the oldest listing, or the creator closest in score (a
@@ -310,6 +403,7 @@ async fn boards(s: &dyn Storage) {
         product: "exrps".into(),
         winner: w.into(),
         loser: l.into(),
+        season: None,
     };
     let batch = StatsBatch {
         changes: vec![
@@ -335,7 +429,7 @@ async fn boards(s: &dyn Storage) {
     s.apply_stats(again).await.unwrap();
     assert_eq!(s.cursor(ConsumerName::Stats).await.unwrap(), 7);
     let top: Vec<(String, i64)> = s
-        .window("exrps", 0, 10)
+        .window("exrps", None, 0, 10)
         .await
         .unwrap()
         .into_iter()
@@ -346,21 +440,21 @@ async fn boards(s: &dyn Storage) {
         [("1".into(), 2), ("3".into(), 1), ("2".into(), 0)],
         "a batch at the cursor is not applied again"
     );
-    assert_eq!(s.rank("exrps", "3").await.unwrap(), Some((1, 2)));
-    assert_eq!(s.rank("exrps", "9").await.unwrap(), None);
+    assert_eq!(s.rank("exrps", None, "3").await.unwrap(), Some((1, 2)));
+    assert_eq!(s.rank("exrps", None, "9").await.unwrap(), None);
     let entry = |user: &str, score: i64| Entry {
         user_id: user.into(),
         score,
     };
-    let around = s.around("exrps", "3", 1).await.unwrap().unwrap();
+    let around = s.around("exrps", None, "3", 1).await.unwrap().unwrap();
     assert_eq!((around.score, around.rank), (1, 2));
     assert_eq!(
         around.around,
         [(entry("1", 2), 1), (entry("3", 1), 2), (entry("2", 0), 3)]
     );
-    let top = s.around("exrps", "1", 0).await.unwrap().unwrap();
+    let top = s.around("exrps", None, "1", 0).await.unwrap().unwrap();
     assert_eq!(top.around, [(entry("1", 2), 1)]);
-    assert_eq!(s.around("exrps", "9", 5).await.unwrap(), None);
+    assert_eq!(s.around("exrps", None, "9", 5).await.unwrap(), None);
     assert_eq!(
         s.player_stats("exrps", "1").await.unwrap().get("wins"),
         Some(&2)
@@ -401,8 +495,8 @@ pub async fn run_import(storage: Arc<dyn Storage>) {
     assert_eq!(*s.durable().borrow(), 2);
     assert_eq!(s.cursor(ConsumerName::Matchmaker).await.unwrap(), 1);
     assert_eq!(s.cursor(ConsumerName::Stats).await.unwrap(), 0);
-    assert_eq!(s.rank("exrps", "8").await.unwrap(), Some((5, 1)));
-    assert_eq!(s.rank("exrps", "7").await.unwrap(), Some((3, 2)));
+    assert_eq!(s.rank("exrps", None, "8").await.unwrap(), Some((5, 1)));
+    assert_eq!(s.rank("exrps", None, "7").await.unwrap(), Some((3, 2)));
     assert_eq!(s.player_stats("exrps", "7").await.unwrap(), counters);
 
     s.apply_matchmaker(mm(

@@ -2,10 +2,15 @@
 //! the reads, and the writer's application of a stats batch.
 //!
 //! Per product and player the tree keeps `p<product>\0<user>` → the
-//! player's record: score and stats counters (postcard), so a game writes
-//! one key per player. The board order lives only in memory
-//! ([`super::ranking::Ranking`], rebuilt from the records at open), so a
-//! score change costs no order keys. The stats cursor is `c`; only the
+//! player's record: lifetime score and stats counters (postcard), so a game
+//! of a product without seasons writes one key per player. A product with
+//! seasons keeps its scores per season, `s<product>\0<season>\0<user>` →
+//! score, and its seasons as `l<product>\0<season>` → (starts, ends); a
+//! season is stored by the batch that applies its first `game_over`, and
+//! the same batch drops the oldest seasons beyond `keep` + 1 (the newest
+//! stored is current). The board order of every board lives only in
+//! memory ([`super::ranking::Ranking`], rebuilt from the records at open),
+//! so a score change costs no order keys. The stats cursor is `c`; only the
 //! writer writes this tree, one atomic batch per stats batch (with the
 //! cursor) in which every touched record is written once. Reads of a record
 //! see what the writer applied, which may be just ahead of the flush: every
@@ -16,8 +21,11 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ranking::{RankChange, Ranking};
-use crate::app::ports::{Counters, PlayerRank, StatsBatch, StatsChange, StorageError};
+use super::ranking::{RankChange, Ranking, board_key};
+use crate::app::ports::{
+    BoardList, Counters, PlayerRank, SeasonBoard, StatsBatch, StatsChange, StorageError,
+};
+use crate::domain::season::Season;
 
 fn db(e: ::sled::Error) -> StorageError {
     StorageError::Failed(e.to_string())
@@ -30,19 +38,45 @@ fn codec(e: postcard::Error) -> StorageError {
 /// The stats consumer's cursor key.
 pub const CURSOR_KEY: &[u8] = b"c";
 const PLAYER: u8 = b'p';
+const SEASON_SCORE: u8 = b's';
+const SEASON: u8 = b'l';
 
-fn player_prefix(product: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + product.len());
-    k.push(PLAYER);
-    k.extend_from_slice(product.as_bytes());
-    k.push(0);
+/// `tag`, then each part followed by a 0 byte but the last.
+fn key(tag: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    k.push(tag);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(part.as_bytes());
+    }
     k
 }
 
 fn player_key(product: &str, user: &str) -> Vec<u8> {
-    let mut k = player_prefix(product);
-    k.extend_from_slice(user.as_bytes());
-    k
+    key(PLAYER, &[product, user])
+}
+
+fn season_score_key(product: &str, season: &str, user: &str) -> Vec<u8> {
+    key(SEASON_SCORE, &[product, season, user])
+}
+
+/// The prefix of every score of one season.
+fn season_scores(product: &str, season: &str) -> Vec<u8> {
+    key(SEASON_SCORE, &[product, season, ""])
+}
+
+fn season_key(product: &str, season: &str) -> Vec<u8> {
+    key(SEASON, &[product, season])
+}
+
+/// The parts of a key after its tag, split at 0 bytes.
+fn parts(k: &[u8]) -> Vec<String> {
+    k[1..]
+        .split(|b| *b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
 }
 
 /// What the board knows of one player.
@@ -53,20 +87,37 @@ pub struct PlayerRecord {
     pub counters: Counters,
 }
 
-/// Builds the board order from every scored player record (only the
-/// score, the record's first field, is decoded).
+/// Builds every board's order and the stored seasons from the tree (only
+/// the score, a player record's first field, is decoded).
 pub fn load_ranking(tree: &::sled::Tree) -> Result<Ranking, StorageError> {
     let mut ranking = Ranking::default();
     for item in tree.scan_prefix([PLAYER]) {
         let (k, v) = item.map_err(db)?;
-        let Some(zero) = k.iter().position(|b| *b == 0) else {
-            continue;
-        };
         let (score, _) = postcard::take_from_bytes::<Option<i64>>(&v).map_err(codec)?;
-        if let Some(score) = score {
-            let product = String::from_utf8_lossy(&k[1..zero]);
-            let user = String::from_utf8_lossy(&k[zero + 1..]);
-            ranking.add(&product, score, &user);
+        if let (Some(score), [product, user]) = (score, parts(&k).as_slice()) {
+            ranking.add(product, score, user);
+        }
+    }
+    for item in tree.scan_prefix([SEASON]) {
+        let (k, v) = item.map_err(db)?;
+        let (starts_ms, ends_ms) = postcard::from_bytes::<(i64, i64)>(&v).map_err(codec)?;
+        if let [product, id] = parts(&k).as_slice() {
+            let id = id.clone();
+            ranking.add_season(
+                product,
+                Season {
+                    id,
+                    starts_ms,
+                    ends_ms,
+                },
+            );
+        }
+    }
+    for item in tree.scan_prefix([SEASON_SCORE]) {
+        let (k, v) = item.map_err(db)?;
+        let score = postcard::from_bytes::<i64>(&v).map_err(codec)?;
+        if let [product, season, user] = parts(&k).as_slice() {
+            ranking.add(&board_key(product, Some(season)), score, user);
         }
     }
     Ok(ranking)
@@ -84,40 +135,81 @@ pub fn player(
     }
 }
 
-/// A player's score and 1-based rank.
+/// A player's score on a board: the lifetime one (`season` `None`) or a
+/// season's.
+fn score(
+    tree: &::sled::Tree,
+    product: &str,
+    season: Option<&str>,
+    user: &str,
+) -> Result<Option<i64>, StorageError> {
+    let Some(season) = season else {
+        return Ok(player(tree, product, user)?.score);
+    };
+    match tree
+        .get(season_score_key(product, season, user))
+        .map_err(db)?
+    {
+        Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(codec)?)),
+        None => Ok(None),
+    }
+}
+
+/// A player's score and 1-based rank on a board.
 pub fn rank(
     tree: &::sled::Tree,
     ranking: &std::sync::RwLock<Ranking>,
     product: &str,
+    season: Option<&str>,
     user: &str,
 ) -> Result<Option<(i64, u64)>, StorageError> {
-    let Some(score) = player(tree, product, user)?.score else {
+    let Some(score) = score(tree, product, season, user)? else {
         return Ok(None);
     };
     let ranking = ranking.read().unwrap_or_else(|p| p.into_inner());
-    Ok(ranking.rank(product, score, user).map(|rank| (score, rank)))
+    let board = board_key(product, season);
+    Ok(ranking.rank(&board, score, user).map(|rank| (score, rank)))
 }
 
-/// A player's score, rank and neighbours (`n` either side), read under
-/// one hold of the board order.
+/// A player's score, rank and neighbours (`n` either side) on a board,
+/// read under one hold of the board order.
 pub fn around(
     tree: &::sled::Tree,
     ranking: &std::sync::RwLock<Ranking>,
     product: &str,
+    season: Option<&str>,
     user: &str,
     n: usize,
 ) -> Result<Option<PlayerRank>, StorageError> {
-    let Some(score) = player(tree, product, user)?.score else {
+    let Some(score) = score(tree, product, season, user)? else {
         return Ok(None);
     };
     let ranking = ranking.read().unwrap_or_else(|p| p.into_inner());
+    let board = board_key(product, season);
     Ok(ranking
-        .around(product, score, user, n)
+        .around(&board, score, user, n)
         .map(|(rank, around)| PlayerRank {
             score,
             rank,
             around,
         }))
+}
+
+/// A product's boards: the lifetime board's players and the stored
+/// seasons, newest first, with theirs.
+pub fn list(ranking: &Ranking, product: &str) -> BoardList {
+    BoardList {
+        lifetime_players: ranking.players(product),
+        seasons: ranking
+            .seasons(product)
+            .iter()
+            .rev()
+            .map(|season| SeasonBoard {
+                players: ranking.players(&board_key(product, Some(&season.id))),
+                season: season.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// A player's counters (empty when none).
@@ -143,13 +235,18 @@ impl PlayerCache {
         self.records.get(product)?.get(user)
     }
 
-    /// A player's score (cached, else read from the tree).
-    pub fn score(
+    /// A player's score on the product's current board: its newest stored
+    /// season, else the lifetime board (cached, else read from the tree).
+    pub fn current_score(
         &self,
         tree: &::sled::Tree,
+        ranking: &Ranking,
         product: &str,
         user: &str,
     ) -> Result<Option<i64>, StorageError> {
+        if let Some(season) = ranking.current_season(product) {
+            return score(tree, product, Some(season), user);
+        }
         match self.get(product, user) {
             Some(record) => Ok(record.score),
             None => Ok(player(tree, product, user)?.score),
@@ -173,13 +270,15 @@ impl PlayerCache {
     }
 }
 
-/// The players a batch touches: each record is read once, changed in
-/// memory, and written once.
+/// The players and season scores a batch touches: each is read once,
+/// changed in memory, and written once.
 struct Overlay<'a> {
     tree: &'a ::sled::Tree,
     cache: &'a PlayerCache,
     /// By (product, user): (score before the batch, record now).
     players: HashMap<(String, String), (Option<i64>, PlayerRecord)>,
+    /// By (product, season, user): (score before the batch, score now).
+    scores: HashMap<(String, String, String), (Option<i64>, i64)>,
 }
 
 impl Overlay<'_> {
@@ -197,37 +296,104 @@ impl Overlay<'_> {
             None => Err(StorageError::Failed("overlay lost a player".into())),
         }
     }
+
+    /// A player's score in a season (`initial` when not on its board).
+    fn season_score(
+        &mut self,
+        product: &str,
+        season: &str,
+        user: &str,
+        initial: i64,
+    ) -> Result<&mut i64, StorageError> {
+        let id = (product.to_string(), season.to_string(), user.to_string());
+        if !self.scores.contains_key(&id) {
+            let before = score(self.tree, product, Some(season), user)?;
+            self.scores
+                .insert(id.clone(), (before, before.unwrap_or(initial)));
+        }
+        match self.scores.get_mut(&id) {
+            Some((_, now)) => Ok(now),
+            None => Err(StorageError::Failed("overlay lost a score".into())),
+        }
+    }
 }
 
-/// Applies a stats batch to the tree: every touched record and order key
-/// once, and the cursor, in one atomic sled batch. Returns the score
-/// changes for the board order (the writer applies them at once).
+/// What a stats batch changed besides the records: for the board order.
+#[derive(Debug, Default)]
+pub struct StatsApplied {
+    /// Score changes, by board key.
+    pub ranks: Vec<RankChange>,
+    /// Seasons stored by the batch: (product, season).
+    pub added: Vec<(String, Season)>,
+    /// Seasons dropped by the batch: (product, season id).
+    pub dropped: Vec<(String, String)>,
+}
+
+/// A product's seasons after a batch: those stored and those the batch
+/// adds (oldest first), and how many archived seasons it keeps.
+#[derive(Default)]
+struct SeasonList {
+    seasons: Vec<(Season, bool)>,
+    keep: usize,
+}
+
+/// Applies a stats batch to the tree: every touched record and score once,
+/// the seasons it starts and drops, and the cursor, in one atomic sled
+/// batch. `ranking` (held by the writer) says which seasons are stored.
 pub fn apply(
     tree: &::sled::Tree,
     cache: &mut PlayerCache,
+    ranking: &Ranking,
     batch: StatsBatch,
-) -> Result<Vec<RankChange>, StorageError> {
+) -> Result<StatsApplied, StorageError> {
     let mut overlay = Overlay {
         tree,
         cache,
         players: HashMap::new(),
+        scores: HashMap::new(),
     };
+    let mut lists: HashMap<String, SeasonList> = HashMap::new();
     for change in &batch.changes {
         match change {
             StatsChange::GameOver {
                 product,
                 winner,
                 loser,
+                season,
             } => {
                 let Some(rule) = batch.scoring.get(product) else {
                     continue;
                 };
                 let initial = rule.initial();
-                let w = overlay.player(product, winner)?.score.unwrap_or(initial);
-                let l = overlay.player(product, loser)?.score.unwrap_or(initial);
+                let Some(season) = season else {
+                    let w = overlay.player(product, winner)?.score.unwrap_or(initial);
+                    let l = overlay.player(product, loser)?.score.unwrap_or(initial);
+                    let (w, l) = rule.game_over(w, l);
+                    overlay.player(product, winner)?.score = Some(w);
+                    overlay.player(product, loser)?.score = Some(l);
+                    continue;
+                };
+                let list = lists.entry(product.clone()).or_insert_with(|| SeasonList {
+                    seasons: ranking
+                        .seasons(product)
+                        .iter()
+                        .map(|s| (s.clone(), false))
+                        .collect(),
+                    keep: season.keep,
+                });
+                list.keep = season.keep;
+                let id = &season.season.id;
+                if list.seasons.iter().all(|(s, _)| &s.id != id) {
+                    let at = list
+                        .seasons
+                        .partition_point(|(s, _)| s.starts_ms < season.season.starts_ms);
+                    list.seasons.insert(at, (season.season.clone(), true));
+                }
+                let w = *overlay.season_score(product, id, winner, initial)?;
+                let l = *overlay.season_score(product, id, loser, initial)?;
                 let (w, l) = rule.game_over(w, l);
-                overlay.player(product, winner)?.score = Some(w);
-                overlay.player(product, loser)?.score = Some(l);
+                *overlay.season_score(product, id, winner, initial)? = w;
+                *overlay.season_score(product, id, loser, initial)? = l;
             }
             StatsChange::Count {
                 product,
@@ -246,7 +412,43 @@ pub fn apply(
         }
     }
     let mut writes = ::sled::Batch::default();
-    let mut changes = Vec::new();
+    let mut applied = StatsApplied::default();
+    let mut gone = std::collections::HashSet::new();
+    for (product, list) in lists {
+        let over = list.seasons.len().saturating_sub(list.keep + 1);
+        for (i, (season, new)) in list.seasons.into_iter().enumerate() {
+            if i < over {
+                gone.insert((product.clone(), season.id.clone()));
+                if !new {
+                    writes.remove(season_key(&product, &season.id));
+                    for item in tree.scan_prefix(season_scores(&product, &season.id)) {
+                        writes.remove(item.map_err(db)?.0);
+                    }
+                    applied.dropped.push((product.clone(), season.id));
+                }
+            } else if new {
+                writes.insert(
+                    season_key(&product, &season.id),
+                    postcard::to_stdvec(&(season.starts_ms, season.ends_ms)).map_err(codec)?,
+                );
+                applied.added.push((product.clone(), season));
+            }
+        }
+    }
+    for ((product, season, user), (before, now)) in overlay.scores {
+        if gone.contains(&(product.clone(), season.clone())) {
+            continue;
+        }
+        writes.insert(
+            season_score_key(&product, &season, &user),
+            postcard::to_stdvec(&now).map_err(codec)?,
+        );
+        if before != Some(now) {
+            applied
+                .ranks
+                .push((board_key(&product, Some(&season)), user, before, Some(now)));
+        }
+    }
     let mut written = Vec::with_capacity(overlay.players.len());
     for ((product, user), (before, record)) in overlay.players {
         writes.insert(
@@ -254,7 +456,9 @@ pub fn apply(
             postcard::to_stdvec(&record).map_err(codec)?,
         );
         if before != record.score {
-            changes.push((product.clone(), user.clone(), before, record.score));
+            applied
+                .ranks
+                .push((product.clone(), user.clone(), before, record.score));
         }
         written.push((product, user, record));
     }
@@ -263,7 +467,7 @@ pub fn apply(
     for (product, user, record) in written {
         cache.put(product, user, record);
     }
-    Ok(changes)
+    Ok(applied)
 }
 
 /// Writes imported player records and the stats cursor in one atomic
@@ -317,6 +521,7 @@ mod tests {
             product: "p".into(),
             winner: w.into(),
             loser: l.into(),
+            season: None,
         };
         let count = |u: &str, c: &'static str, d: i64| StatsChange::Count {
             product: "p".into(),
@@ -335,11 +540,16 @@ mod tests {
             scoring: scoring(),
             cursor: 9,
         };
-        let changes = apply(&tree, &mut PlayerCache::default(), batch).unwrap();
-        ranking.write().unwrap().apply(&changes);
-        assert_eq!(rank(&tree, &ranking, "p", "1").unwrap(), Some((2, 1)));
-        assert_eq!(rank(&tree, &ranking, "p", "2").unwrap(), Some((0, 2)));
-        assert_eq!(rank(&tree, &ranking, "p", "3").unwrap(), None);
+        let applied = apply(
+            &tree,
+            &mut PlayerCache::default(),
+            &Ranking::default(),
+            batch,
+        );
+        ranking.write().unwrap().apply(&applied.unwrap().ranks);
+        assert_eq!(rank(&tree, &ranking, "p", None, "1").unwrap(), Some((2, 1)));
+        assert_eq!(rank(&tree, &ranking, "p", None, "2").unwrap(), Some((0, 2)));
+        assert_eq!(rank(&tree, &ranking, "p", None, "3").unwrap(), None);
         let counters = stats(&tree, "p", "1").unwrap();
         assert_eq!(counters.get("wins"), Some(&2));
         assert_eq!(counters.get("losses"), Some(&0));
@@ -354,5 +564,46 @@ mod tests {
             ranking.read().unwrap().window("p", 0, 10),
             "rebuilt at open"
         );
+    }
+
+    #[test]
+    fn seasons_are_rebuilt_at_open() {
+        let tree = tree();
+        let mut ranking = Ranking::default();
+        let season = |id: &str, starts_ms: i64| crate::app::ports::SeasonRef {
+            season: Season {
+                id: id.into(),
+                starts_ms,
+                ends_ms: starts_ms + 1,
+            },
+            keep: 12,
+        };
+        let batch = StatsBatch {
+            changes: ["s1", "s2"]
+                .iter()
+                .enumerate()
+                .map(|(i, id)| StatsChange::GameOver {
+                    product: "p".into(),
+                    winner: format!("w{i}"),
+                    loser: "l".into(),
+                    season: Some(season(id, i as i64)),
+                })
+                .collect(),
+            scoring: scoring(),
+            cursor: 3,
+        };
+        let applied = apply(&tree, &mut PlayerCache::default(), &ranking, batch).unwrap();
+        ranking.apply(&applied.ranks);
+        for (product, season) in applied.added {
+            ranking.add_season(&product, season);
+        }
+        let reloaded = load_ranking(&tree).unwrap();
+        assert_eq!(reloaded.seasons("p"), ranking.seasons("p"));
+        assert_eq!(reloaded.current_season("p"), Some("s2"));
+        for board in ["p\0s1", "p\0s2", "p"] {
+            assert_eq!(reloaded.window(board, 0, 10), ranking.window(board, 0, 10));
+        }
+        assert_eq!(reloaded.players("p\0s2"), 2);
+        assert_eq!(reloaded.players("p"), 0);
     }
 }

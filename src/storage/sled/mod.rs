@@ -26,11 +26,12 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 
 use crate::app::ports::{
-    Applied, BackupFile, Boards, ConsumerName, Counters, Entry, EventLog, GameStore, Imported,
-    LobbyFeed, LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank, QuickRule,
-    SeatOutcome, StatsBatch, Storage, StorageError, StorageStatus,
+    Applied, BackupFile, BoardList, Boards, ConsumerName, Counters, Entry, EventLog, GameStore,
+    Imported, LobbyFeed, LoggedEvent, MatchmakerBatch, NewFrame, PendingAppend, PlayerRank,
+    QuickRule, SeatOutcome, StatsBatch, Storage, StorageError, StorageStatus,
 };
 use crate::domain::game::{CurationChange, Game, State};
+use ranking::board_key;
 use views::Views;
 use writer::{Job, Trees, Writer};
 
@@ -567,38 +568,73 @@ impl Boards for SledStorage {
     async fn window(
         &self,
         product: &str,
+        season: Option<&str>,
         offset: u64,
         count: usize,
     ) -> Result<Vec<Entry>, StorageError> {
+        let board = board_key(product, season);
         // The writer holds the order's write lock while it applies a stats
         // batch (a few ms at most): a window that finds it held waits on
         // the blocking pool, not on a runtime thread.
         if let Ok(ranking) = self.views.ranking().try_read() {
-            return Ok(ranking.window(product, offset, count));
+            return Ok(ranking.window(&board, offset, count));
         }
-        let product = product.to_string();
         self.blocking(move |r| {
             let ranking = r.views.ranking().read().unwrap_or_else(|p| p.into_inner());
-            Ok(ranking.window(&product, offset, count))
+            Ok(ranking.window(&board, offset, count))
         })
         .await
     }
 
-    async fn rank(&self, product: &str, user: &str) -> Result<Option<(i64, u64)>, StorageError> {
+    async fn rank(
+        &self,
+        product: &str,
+        season: Option<&str>,
+        user: &str,
+    ) -> Result<Option<(i64, u64)>, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.blocking(move |r| boards::rank(&r.stats, r.views.ranking(), &product, &user))
-            .await
+        let season = season.map(str::to_string);
+        self.blocking(move |r| {
+            boards::rank(
+                &r.stats,
+                r.views.ranking(),
+                &product,
+                season.as_deref(),
+                &user,
+            )
+        })
+        .await
     }
 
     async fn around(
         &self,
         product: &str,
+        season: Option<&str>,
         user: &str,
         n: usize,
     ) -> Result<Option<PlayerRank>, StorageError> {
         let (product, user) = (product.to_string(), user.to_string());
-        self.blocking(move |r| boards::around(&r.stats, r.views.ranking(), &product, &user, n))
-            .await
+        let season = season.map(str::to_string);
+        self.blocking(move |r| {
+            boards::around(
+                &r.stats,
+                r.views.ranking(),
+                &product,
+                season.as_deref(),
+                &user,
+                n,
+            )
+        })
+        .await
+    }
+
+    async fn boards(&self, product: &str) -> Result<BoardList, StorageError> {
+        let product = product.to_string();
+        self.blocking(move |r| {
+            let ranking = r.views.ranking().read().unwrap_or_else(|p| p.into_inner());
+            Ok(boards::list(&ranking, &product))
+        })
+        .await
     }
 
     async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError> {

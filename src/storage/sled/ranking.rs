@@ -1,6 +1,7 @@
-//! The board order in memory: per product every scored player in board
-//! order (score descending, then user id ascending), with counts that make
-//! a rank or the start of a window cheap.
+//! The board order in memory: per board (a product's lifetime board, or
+//! one of its seasons) every scored player in board order (score
+//! descending, then user id ascending), with counts that make a rank or the
+//! start of a window cheap; and each product's stored seasons.
 //!
 //! Per product it holds the ordered set of (score, user) and, per score,
 //! how many players have it in all and per user-id bucket (the id's first
@@ -15,9 +16,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use crate::app::ports::Entry;
+use crate::domain::season::Season;
 
-/// A score change to record: (product, user, before, after).
+/// A score change to record: (board key, user, before, after).
 pub type RankChange = (String, String, Option<i64>, Option<i64>);
+
+/// The key of a product's board: the product id for the lifetime board,
+/// `product\0season` for a season's.
+pub fn board_key(product: &str, season: Option<&str>) -> String {
+    match season {
+        None => product.to_string(),
+        Some(season) => format!("{product}\0{season}"),
+    }
+}
 
 /// Characters of a user id that make its bucket.
 const BUCKET_CHARS: usize = 2;
@@ -157,27 +168,31 @@ impl Board {
     }
 }
 
-/// Every product's board order.
+/// Every board's order, and each product's stored seasons.
 #[derive(Debug, Default)]
-pub struct Ranking(HashMap<String, Board>);
+pub struct Ranking {
+    boards: HashMap<String, Board>,
+    /// Product → its stored seasons, oldest first.
+    seasons: HashMap<String, Vec<Season>>,
+}
 
 impl Ranking {
-    /// Adds a scored player (when loading).
-    pub fn add(&mut self, product: &str, score: i64, user: &str) {
-        self.board(product).add(score, user);
+    /// Adds a scored player to a board (when loading).
+    pub fn add(&mut self, board: &str, score: i64, user: &str) {
+        self.board(board).add(score, user);
     }
 
-    fn board(&mut self, product: &str) -> &mut Board {
-        if !self.0.contains_key(product) {
-            self.0.insert(product.to_string(), Board::default());
+    fn board(&mut self, board: &str) -> &mut Board {
+        if !self.boards.contains_key(board) {
+            self.boards.insert(board.to_string(), Board::default());
         }
-        self.0.entry(product.to_string()).or_default()
+        self.boards.entry(board.to_string()).or_default()
     }
 
     /// Records score changes.
     pub fn apply(&mut self, changes: &[RankChange]) {
-        for (product, user, before, after) in changes {
-            let board = self.board(product);
+        for (board, user, before, after) in changes {
+            let board = self.board(board);
             if let Some(old) = before {
                 board.remove(*old, user);
             }
@@ -188,33 +203,61 @@ impl Ranking {
     }
 
     /// The 1-based rank of `user` at `score`; `None` if not on the board.
-    pub fn rank(&self, product: &str, score: i64, user: &str) -> Option<u64> {
-        self.0.get(product)?.rank(score, user)
+    pub fn rank(&self, board: &str, score: i64, user: &str) -> Option<u64> {
+        self.boards.get(board)?.rank(score, user)
     }
 
     /// The 1-based rank of `user` at `score` and up to `n` entries either
     /// side of it with their ranks; `None` if not on the board.
     pub fn around(
         &self,
-        product: &str,
+        board: &str,
         score: i64,
         user: &str,
         n: usize,
     ) -> Option<(u64, Vec<(Entry, u64)>)> {
-        self.0.get(product)?.around(score, user, n)
+        self.boards.get(board)?.around(score, user, n)
     }
 
     /// `count` entries from position `offset` (0-based) in board order.
-    pub fn window(&self, product: &str, offset: u64, count: usize) -> Vec<Entry> {
-        match self.0.get(product) {
+    pub fn window(&self, board: &str, offset: u64, count: usize) -> Vec<Entry> {
+        match self.boards.get(board) {
             Some(board) if count > 0 => board.window(offset, count),
             _ => Vec::new(),
         }
     }
 
-    /// Players on a product's board.
-    pub fn players(&self, product: &str) -> u64 {
-        self.0.get(product).map_or(0, |b| b.order.len() as u64)
+    /// Players on a board.
+    pub fn players(&self, board: &str) -> u64 {
+        self.boards.get(board).map_or(0, |b| b.order.len() as u64)
+    }
+
+    /// A product's stored seasons, oldest first.
+    pub fn seasons(&self, product: &str) -> &[Season] {
+        self.seasons.get(product).map_or(&[], Vec::as_slice)
+    }
+
+    /// The product's newest stored season's id: the board its current
+    /// scores are on (the lifetime board when it has none).
+    pub fn current_season(&self, product: &str) -> Option<&str> {
+        self.seasons(product).last().map(|s| s.id.as_str())
+    }
+
+    /// Records a new stored season.
+    pub fn add_season(&mut self, product: &str, season: Season) {
+        let list = self.seasons.entry(product.to_string()).or_default();
+        if list.iter().all(|s| s.id != season.id) {
+            let at = list.partition_point(|s| s.starts_ms < season.starts_ms);
+            list.insert(at, season);
+        }
+    }
+
+    /// Forgets a dropped season and its board.
+    pub fn drop_season(&mut self, product: &str, season: &str) {
+        if let Some(list) = self.seasons.get_mut(product) {
+            list.retain(|s| s.id != season);
+        }
+        self.boards.remove(&board_key(product, Some(season)));
     }
 }
 

@@ -35,6 +35,8 @@ struct ProductRatings {
     games: HashMap<String, (Option<i64>, u64, String)>,
     /// Creator → their listed games.
     by_creator: HashMap<String, HashSet<String>>,
+    /// The season the scores are from (`None`: the lifetime board).
+    season: Option<String>,
 }
 
 impl ProductRatings {
@@ -112,6 +114,39 @@ impl Ratings {
                 }
             }
         }
+    }
+
+    /// Products with listed games (or that had some).
+    pub fn products(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// The season a product's scores are from (`None`: lifetime board).
+    pub fn season(&self, product: &str) -> Option<&str> {
+        self.0.get(product)?.season.as_deref()
+    }
+
+    /// Records which season a product's scores are from.
+    pub fn set_season(&mut self, product: &str, season: Option<String>) {
+        self.0.entry(product.to_string()).or_default().season = season;
+    }
+
+    /// Re-keys every listed game of a product with its creator's score
+    /// from `score_of` (its current season changed).
+    pub fn rescore_all<E>(
+        &mut self,
+        product: &str,
+        mut score_of: impl FnMut(&str) -> Result<Option<i64>, E>,
+    ) -> Result<(), E> {
+        let creators: Vec<String> = match self.0.get(product) {
+            Some(p) => p.by_creator.keys().cloned().collect(),
+            None => return Ok(()),
+        };
+        for creator in creators {
+            let score = score_of(&creator)?;
+            self.rescore(product, &creator, score);
+        }
+        Ok(())
     }
 
     /// The listed game whose creator's score is closest to `score`, at most

@@ -21,7 +21,7 @@ use super::backup;
 use super::boards::{self, PlayerCache};
 use super::games::{Games, cursor_key};
 use super::log::{self, LogState};
-use super::ranking::RankChange;
+use super::ranking::{RankChange, board_key};
 use super::ratings::Ratings;
 use super::views::Views;
 use crate::app::ports::{
@@ -478,9 +478,42 @@ impl Writer {
     fn sync_ratings(&mut self) -> Result<(), StorageError> {
         let changes = self.games.take_listing_changes();
         let (players, tree) = (&self.players, &self.trees.stats);
+        let ranking = self
+            .views
+            .ranking()
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         self.ratings.apply(changes, |product, creator| {
-            players.score(tree, product, creator)
+            players.current_score(tree, &ranking, product, creator)
         })
+    }
+
+    /// Brings quick match's rating order in step with a stats batch: the
+    /// creators whose score on their product's current board changed, and
+    /// every creator of a product whose current season the batch changed.
+    fn rescore_creators(&mut self, ranks: &[RankChange]) -> Result<(), StorageError> {
+        let ranking = self
+            .views
+            .ranking()
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for (board, user, _, score) in ranks {
+            let product = board.split('\0').next().unwrap_or(board);
+            if *board == board_key(product, ranking.current_season(product)) {
+                self.ratings.rescore(product, user, *score);
+            }
+        }
+        let (players, tree) = (&self.players, &self.trees.stats);
+        for product in self.ratings.products() {
+            let current = ranking.current_season(&product).map(str::to_string);
+            if self.ratings.season(&product) != current.as_deref() {
+                self.ratings.set_season(&product, current);
+                self.ratings.rescore_all(&product, |creator| {
+                    players.current_score(tree, &ranking, &product, creator)
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Chooses a game by `rule` and reserves its seat for `user_id`.
@@ -496,10 +529,16 @@ impl Writer {
         let chosen = match rule {
             QuickRule::Oldest => self.games.oldest_listed_without(product_id, user_id),
             QuickRule::Closest { initial, max_gap } => {
+                let ranking = self
+                    .views
+                    .ranking()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner());
                 let own = self
                     .players
-                    .score(&self.trees.stats, product_id, user_id)?
+                    .current_score(&self.trees.stats, &ranking, product_id, user_id)?
                     .unwrap_or(initial);
+                drop(ranking);
                 let games = &self.games;
                 self.ratings
                     .closest(product_id, own, max_gap, initial, |id| {
@@ -592,13 +631,17 @@ impl Writer {
             .ranking()
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let changes = boards::apply(&self.trees.stats, &mut self.players, batch)?;
-        order.apply(&changes);
+        let applied = boards::apply(&self.trees.stats, &mut self.players, &order, batch)?;
+        order.apply(&applied.ranks);
+        for (product, season) in applied.added {
+            order.add_season(&product, season);
+        }
+        for (product, season) in &applied.dropped {
+            order.drop_season(product, season);
+        }
         drop(order);
         self.sync_ratings()?;
-        for (product, user, _, score) in &changes {
-            self.ratings.rescore(product, user, *score);
-        }
+        self.rescore_creators(&applied.ranks)?;
         self.stats_cursor = cursor;
         Ok(())
     }
