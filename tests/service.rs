@@ -836,6 +836,21 @@ fn config_errors_exit_2_with_one_line_naming_the_key() {
             ),
             vec!["stats", "nope"],
         ),
+        (
+            "season_period.toml",
+            format!("{head}{GOOD_GAME}[games.season]\nperiod = \"hourly\"\n"),
+            vec!["games[0].season.period", "hourly"],
+        ),
+        (
+            "season_key.toml",
+            format!("{head}{GOOD_GAME}[games.season]\nperiod = \"weekly\"\nkept = 3\n"),
+            vec!["kept"],
+        ),
+        (
+            "season_keep_type.toml",
+            format!("{head}{GOOD_GAME}[games.season]\nperiod = \"weekly\"\nkeep = \"all\"\n"),
+            vec!["keep"],
+        ),
         ("unparsable.toml", format!("{head}[lobby\n"), vec![]),
     ];
     for (name, text, needles) in &cases {

@@ -403,3 +403,79 @@ async fn around_me_at_the_top_bottom_and_middle() {
         .await;
     assert_error(s, &body, 404, "unknown_product");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seasons_without_and_with_a_period() {
+    let fake = FakeGameServer::start().await;
+    let options = Options {
+        extra: format!(
+            "[[games]]\nproduct_id = \"monthly\"\ngame_server_url = \"{}\"\n\
+             game_socket_url = \"127.0.0.1:9\"\ningest_key = \"monthly-secret\"\n\
+             [games.season]\nperiod = \"monthly\"\n",
+            fake.url
+        ),
+        ..Options::new(&fake)
+    };
+    let server = Server::start(&options).await;
+    ingest_all(&server, "exrps", vec![game_over("exrps", "1", "2")]).await;
+    ingest_all(&server, "monthly", vec![game_over("monthly", "1", "2")]).await;
+    caught_up(&server, "monthly", "1", |b| b["wins"] == 1).await;
+    caught_up(&server, "exrps", "1", |b| b["wins"] == 1).await;
+
+    let (status, body) = server.get("/leaderboards/exrps/seasons").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!([{"season": "all", "starts": null, "ends": null, "players": 2, "current": true}])
+    );
+    let (_, all) = server.get("/leaderboards/top_ten/exrps?season=all").await;
+    assert_eq!(
+        all,
+        json!([{"user_id": "1", "score": 1}, {"user_id": "2", "score": 0}])
+    );
+
+    let (status, body) = server.get("/leaderboards/monthly/seasons").await;
+    assert_eq!(status, 200, "{body}");
+    let list = body.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{body}");
+    let id = list[0]["season"].as_str().unwrap().to_string();
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(id, format!("{}-{:02}", now.year(), now.month() as u8));
+    assert_eq!(list[0]["players"], 2);
+    assert_eq!(list[0]["current"], true);
+    assert!(
+        list[0]["starts"]
+            .as_str()
+            .unwrap()
+            .ends_with("-01T00:00:00Z"),
+        "{body}"
+    );
+    let (_, current) = server.get("/leaderboards/top_ten/monthly").await;
+    let (_, named) = server
+        .get(&format!("/leaderboards/top_ten/monthly?season={id}"))
+        .await;
+    assert_eq!(current, named);
+    assert_eq!(
+        current,
+        json!([{"user_id": "1", "score": 1}, {"user_id": "2", "score": 0}])
+    );
+    let (_, me) = server
+        .get(&format!(
+            "/leaderboards/monthly/players/2?season={id}&around=1"
+        ))
+        .await;
+    assert_eq!(me["rank"], 2, "{me}");
+
+    for path in [
+        "/leaderboards/top_ten/exrps?season=2026-11",
+        "/leaderboards/exrps?season=2026-11",
+        "/leaderboards/exrps/players/1?season=2026-11",
+        "/leaderboards/top_ten/monthly?season=all",
+        "/leaderboards/monthly?season=1999-01",
+    ] {
+        let (status, body) = server.get(path).await;
+        assert_error(status, &body, 404, "season_not_found");
+    }
+    let (status, body) = server.get("/leaderboards/nope/seasons").await;
+    assert_error(status, &body, 404, "unknown_product");
+}
