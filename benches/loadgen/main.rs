@@ -1,12 +1,14 @@
 //! Load generator (issue 4, part 2): starts the real `varcade` binary with a
 //! temporary data directory and an in-process fake game server, drives it
-//! over loopback with concurrent HTTP (reqwest, keep-alive), WebSocket and
-//! Redis-protocol (`XADD`, scenarios 11-13) clients, and prints throughput
-//! and latency per scenario.
+//! over loopback with concurrent HTTP (reqwest, keep-alive), WebSocket,
+//! Redis-protocol (`XADD`, scenarios 11-13) and live-feed (Server-Sent
+//! Events, scenario 15) clients, and prints throughput and latency per
+//! scenario.
 //!
 //! ```text
 //! cargo bench --bench loadgen                      # every scenario
-//! cargo bench --bench loadgen -- create join       # by name (or number 1-13)
+//! cargo bench --bench loadgen -- create join       # by name (or number 1-16)
+//! cargo bench --bench loadgen -- quick_join feed around_me   # a unique prefix will do
 //! cargo bench --bench loadgen -- --quick           # small counts, smoke run
 //! ```
 //!
@@ -15,14 +17,15 @@
 //! flight on the single-event WebSocket, and `XADD`s in flight on each
 //! Redis-protocol connection of scenarios 11 and 12, default 256),
 //! `--log LEVEL` (the server's VARCADE_LOG, default `warn`), `--players N`
-//! and `--events N` (the stored data set of scenarios 4 and 10, default
-//! 1,000,000 each).
+//! and `--events N` (the stored data set of scenarios 4, 10 and 16, default
+//! 1,000,000 each), `--feed-clients N` (live-feed clients of scenario 15,
+//! default 1,000).
 //! For experiments: `--server-workers N` (the server's
 //! TOKIO_WORKER_THREADS), `--scrape-ms N` (GET /metrics every N ms during
 //! the loads of scenarios 4 and 10, as Prometheus would), `--keep-logs DIR`
 //! (copy each server's log there).
 //!
-//! Scenario 4/10's data set is written before the server starts by a child
+//! Scenario 4/10/16's data set is written before the server starts by a child
 //! process (this binary with `--populate DIR PLAYERS EVENTS`, see
 //! [`populate`]) through the library's storage ports: it opens the
 //! directory with `SledStorage::open`, appends the events, builds the board
@@ -30,8 +33,8 @@
 //! cursors to the last event and closes the storage; its exit releases the
 //! sled lock.
 //!
-//! Every scenario starts its own server on a fresh data directory (4 and 10
-//! share one pre-populated directory), is bounded by its window and a
+//! Every scenario starts its own server on a fresh data directory (4, 10
+//! and 16 share one pre-populated directory; 15 starts two), is bounded by its window and a
 //! count, and the server is killed at the end of it. The load generator
 //! and the server share the machine's cores; the table reports the CPU the
 //! server process used (in cores) next to each figure.
@@ -43,9 +46,10 @@
 //! |---|---|
 //! | [`server`] | starting and stopping the binary |
 //! | [`load`] | the HTTP, WebSocket and RESP (`XADD`) drivers, percentiles |
+//! | [`sse`] | the live lobby feed client (raw HTTP/1.1, Server-Sent Events) |
 //! | [`meter`] | CPU, memory and `/metrics` readings |
 //! | [`workload`] | the deterministic random numbers and event texts |
-//! | [`populate`] | the stored data set of scenarios 4 and 10 |
+//! | [`populate`] | the stored data set of scenarios 4, 10 and 16 |
 //! | [`scenarios`] | the scenarios, one file per group |
 //! | [`report`] | the result rows and the printed table |
 //!
@@ -60,6 +64,7 @@ mod populate;
 mod report;
 mod scenarios;
 mod server;
+mod sse;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -90,8 +95,8 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
 
 // ---------------------------------------------------------------- options
 
-/// The scenarios, numbered 1-13 in this order.
-const SCENARIOS: [&str; 13] = [
+/// The scenarios, numbered 1-16 in this order.
+const SCENARIOS: [&str; 16] = [
     "create",
     "join",
     "open_games",
@@ -105,7 +110,13 @@ const SCENARIOS: [&str; 13] = [
     "xadd_pipelined",
     "xadd_16conns",
     "xadd_sync",
+    "quick_join",
+    "feed_1000",
+    "around_me",
 ];
+
+/// Scenarios that are one run on one stored data set.
+const BIG: [&str; 3] = ["top_ten", "startup", "around_me"];
 
 #[derive(Clone, Debug)]
 struct Opts {
@@ -122,6 +133,8 @@ struct Opts {
     keep_logs: Option<PathBuf>,
     players: u64,
     events: u64,
+    /// Live-feed clients of scenario 15.
+    feed_clients: usize,
     selected: Vec<usize>,
 }
 
@@ -138,11 +151,13 @@ impl Opts {
             keep_logs: None,
             players: 1_000_000,
             events: 1_000_000,
+            feed_clients: 1000,
             selected: Vec::new(),
         };
         let mut it = args.iter();
         let mut secs = None;
         let mut big = (None, None);
+        let mut feed_clients = None;
         while let Some(arg) = it.next() {
             let mut value = |name: &str| -> Res<String> {
                 it.next()
@@ -166,16 +181,14 @@ impl Opts {
                 }
                 "--players" => big.0 = Some(value("--players")?.parse().ctx("--players")?),
                 "--events" => big.1 = Some(value("--events")?.parse().ctx("--events")?),
+                "--feed-clients" => {
+                    feed_clients = Some(value("--feed-clients")?.parse().ctx("--feed-clients")?)
+                }
                 name if name.starts_with("--") => return Err(format!("unknown option {name}")),
                 name => {
                     let index = match name.parse::<usize>() {
                         Ok(n) if (1..=SCENARIOS.len()).contains(&n) => n - 1,
-                        _ => SCENARIOS.iter().position(|s| *s == name).ok_or_else(|| {
-                            format!(
-                                "unknown scenario {name:?}; one of {SCENARIOS:?} or 1-{}",
-                                SCENARIOS.len()
-                            )
-                        })?,
+                        _ => scenario_index(name)?,
                     };
                     if !opts.selected.contains(&index) {
                         opts.selected.push(index);
@@ -187,12 +200,14 @@ impl Opts {
             opts.window = Duration::from_secs(1);
             opts.players = 20_000;
             opts.events = 20_000;
+            opts.feed_clients = 100;
         }
         if let Some(secs) = secs {
             opts.window = Duration::from_secs_f64(secs);
         }
         opts.players = big.0.unwrap_or(opts.players);
         opts.events = big.1.unwrap_or(opts.events);
+        opts.feed_clients = feed_clients.unwrap_or(opts.feed_clients);
         if opts.selected.is_empty() {
             opts.selected = (0..SCENARIOS.len()).collect();
         }
@@ -210,6 +225,23 @@ impl Opts {
     }
 }
 
+/// A scenario's index by its name, or by a prefix that names only one.
+fn scenario_index(name: &str) -> Res<usize> {
+    if let Some(i) = SCENARIOS.iter().position(|s| *s == name) {
+        return Ok(i);
+    }
+    let matches: Vec<usize> = (0..SCENARIOS.len())
+        .filter(|&i| SCENARIOS[i].starts_with(name))
+        .collect();
+    match matches[..] {
+        [i] => Ok(i),
+        _ => Err(format!(
+            "unknown scenario {name:?}; one of {SCENARIOS:?} (or a prefix naming one) or 1-{}",
+            SCENARIOS.len()
+        )),
+    }
+}
+
 // ---------------------------------------------------------------- driver
 
 /// Runs one scenario by name on its own task, so that a panic (the
@@ -222,7 +254,7 @@ async fn scenario(env: &Arc<Env>, name: &'static str) -> Res<Vec<Row>> {
             "create" => scenarios::lobby::create(&env).await,
             "join" => scenarios::lobby::join(&env).await,
             "open_games" => scenarios::lobby::open_games(&env).await,
-            "top_ten" | "startup" => scenarios::board::big(&env).await,
+            "top_ten" | "startup" | "around_me" => scenarios::board::big(&env).await,
             "ingest_single" => scenarios::ingest::single(&env).await,
             "ingest_batch" => scenarios::ingest::batch(&env).await,
             "ack_steady" => scenarios::ingest::ack_steady(&env).await,
@@ -231,6 +263,8 @@ async fn scenario(env: &Arc<Env>, name: &'static str) -> Res<Vec<Row>> {
             "xadd_pipelined" => scenarios::resp::pipelined(&env).await,
             "xadd_16conns" => scenarios::resp::conns16(&env).await,
             "xadd_sync" => scenarios::resp::sync(&env).await,
+            "quick_join" => scenarios::quick::quick_join(&env).await,
+            "feed_1000" => scenarios::feed::feed(&env).await,
             _ => Err(format!("unknown scenario {name}")),
         }
     });
@@ -247,8 +281,8 @@ async fn run(opts: Opts) -> Vec<Row> {
     for &index in &opts.selected {
         let id = index + 1;
         let name = SCENARIOS[index];
-        // Scenarios 4 and 10 are one run on one data set.
-        if matches!(name, "top_ten" | "startup") {
+        // Scenarios 4, 10 and 16 are one run on one data set.
+        if BIG.contains(&name) {
             if big_done {
                 continue;
             }

@@ -1,13 +1,15 @@
 //! The scenarios, one file per group (the lobby, the stored board and
-//! start-up, ingest, the consumers, ingest by `XADD`), and what they
-//! share: the [`Env`] (HTTP client, fake game server, player tokens,
+//! start-up, ingest, the consumers, ingest by `XADD`, quick match, the
+//! live lobby feed), and what they share: the [`Env`] (HTTP client, fake game server, player tokens,
 //! options) and the steps
 //! several of them take (creating games, listing them, posting events).
 
 pub mod board;
 pub mod consumers;
+pub mod feed;
 pub mod ingest;
 pub mod lobby;
+pub mod quick;
 pub mod resp;
 
 use std::sync::{Arc, Mutex};
@@ -73,7 +75,7 @@ impl Env {
 
 /// `Token <jwt>` for `user`, valid for a day (a long run outlasts the
 /// harness's one-hour tokens).
-fn token(user: &str) -> String {
+pub fn token(user: &str) -> String {
     let jwt = mint_token(SECRET, user, &format!("user-{user}"), 24 * 3600);
     format!("Token {jwt}")
 }
