@@ -61,6 +61,9 @@ pub enum LobbyChange {
 pub struct FeedEvent {
     pub version: u64,
     pub change: LobbyChange,
+    /// The event as the front end sends it: encoded by the first client
+    /// that sends it and shared by every other.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// A subscription to a product's live lobby feed.

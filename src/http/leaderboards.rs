@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -72,15 +74,13 @@ async fn player(
     State(state): State<AppState>,
     Path((product_id, user_id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Some(n) = uint_param(&query, "around")? else {
         let (score, rank) = state
             .app
             .rank(&product_id, season(&query), &user_id)
             .await?;
-        return Ok(Json(
-            json!({"user_id": user_id, "score": score, "rank": rank}),
-        ));
+        return Ok(Json(json!({"user_id": user_id, "score": score, "rank": rank})).into_response());
     };
     if n > MAX_AROUND {
         return Err(ApiError::bad_request(format!(
@@ -91,17 +91,39 @@ async fn player(
         .app
         .around(&product_id, season(&query), &user_id, n as usize)
         .await?;
-    let around: Vec<Value> = found
-        .around
-        .iter()
-        .map(|(e, rank)| json!({"user_id": e.user_id, "score": e.score, "rank": rank}))
-        .collect();
-    Ok(Json(json!({
-        "user_id": user_id,
-        "score": found.score,
-        "rank": found.rank,
-        "around": around,
-    })))
+    Ok(Json(Around {
+        around: found
+            .around
+            .iter()
+            .map(|(e, rank)| Ranked {
+                rank: *rank,
+                score: e.score,
+                user_id: &e.user_id,
+            })
+            .collect(),
+        rank: found.rank,
+        score: found.score,
+        user_id: &user_id,
+    })
+    .into_response())
+}
+
+/// A board entry with its rank (fields in the order `json!` would sort
+/// them, so both answers read the same).
+#[derive(Serialize)]
+struct Ranked<'a> {
+    rank: u64,
+    score: i64,
+    user_id: &'a str,
+}
+
+/// A player's place with the entries around it.
+#[derive(Serialize)]
+struct Around<'a> {
+    around: Vec<Ranked<'a>>,
+    rank: u64,
+    score: i64,
+    user_id: &'a str,
 }
 
 async fn seasons(

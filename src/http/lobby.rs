@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
@@ -46,14 +46,52 @@ pub fn routes() -> Router<AppState> {
 /// How often an idle feed sends a `: keep-alive` comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-fn feed_event(event: &FeedEvent) -> Event {
-    let e = Event::default().id(event.version.to_string());
-    match &event.change {
-        LobbyChange::Listed { json, .. } => e.event("listed").data(json.as_ref()),
-        LobbyChange::Unlisted { game_id } => e
-            .event("unlisted")
-            .data(serde_json::json!({"game_id": game_id}).to_string()),
+/// Most bytes of feed events sent in one chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// One Server-Sent Event's text.
+fn sse(event: &str, id: u64, data: &str) -> String {
+    format!("event: {event}\nid: {id}\ndata: {data}\n\n")
+}
+
+/// A feed event's text, encoded once and shared by every client (the
+/// data is compact JSON, so one `data:` line).
+fn feed_bytes(event: &FeedEvent) -> Bytes {
+    event
+        .encoded
+        .get_or_init(|| {
+            Bytes::from(match &event.change {
+                LobbyChange::Listed { json, .. } => sse("listed", event.version, json),
+                LobbyChange::Unlisted { game_id } => {
+                    let data = serde_json::json!({"game_id": game_id}).to_string();
+                    sse("unlisted", event.version, &data)
+                }
+            })
+        })
+        .clone()
+}
+
+/// The next chunk for a client: every event waiting in its buffer (up to
+/// [`CHUNK`] bytes) in one write, or a keep-alive comment after
+/// [`KEEP_ALIVE`] without any; `None` once the buffer is closed.
+async fn next_chunk(rx: &mut mpsc::Receiver<Arc<FeedEvent>>) -> Option<Bytes> {
+    let first = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+        Ok(event) => feed_bytes(event?.as_ref()),
+        Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+    };
+    let Ok(next) = rx.try_recv() else {
+        return Some(first);
+    };
+    let mut chunk = BytesMut::with_capacity(CHUNK);
+    chunk.extend_from_slice(&first);
+    chunk.extend_from_slice(&feed_bytes(&next));
+    while chunk.len() < CHUNK {
+        match rx.try_recv() {
+            Ok(event) => chunk.extend_from_slice(&feed_bytes(&event)),
+            Err(_) => break,
+        }
     }
+    Some(chunk.freeze())
 }
 
 /// `GET /game_lobby/{product_id}/open_games/stream` (API.md "Live lobby
@@ -71,7 +109,7 @@ async fn open_games_stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let feed = state.app.lobby_feed(&product_id, after)?;
-    let mut first = Vec::new();
+    let mut first = BytesMut::new();
     if let Some((games, version)) = &feed.snapshot {
         let mut data = String::from("[");
         for (i, game) in games.iter().enumerate() {
@@ -81,22 +119,26 @@ async fn open_games_stream(
             data.push_str(game);
         }
         data.push(']');
-        first.push(Ok::<_, Infallible>(
-            Event::default()
-                .event("snapshot")
-                .id(version.to_string())
-                .data(data),
-        ));
+        first.extend_from_slice(sse("snapshot", *version, &data).as_bytes());
     }
-    first.extend(feed.replay.iter().map(|e| Ok(feed_event(e))));
+    for event in &feed.replay {
+        first.extend_from_slice(&feed_bytes(event));
+    }
     let (tx, rx) = mpsc::channel::<Arc<FeedEvent>>(CLIENT_BUFFER);
     tokio::spawn(forward(feed.live, tx, cutoff));
     let live = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(feed_event(&event)), rx))
+        next_chunk(&mut rx)
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     });
-    let stream = futures_util::stream::iter(first).chain(live);
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+    let stream = futures_util::stream::iter([Ok(first.freeze())]).chain(live);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
         .into_response())
 }
 

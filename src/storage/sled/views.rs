@@ -95,6 +95,7 @@ impl Lobby {
             let event = Arc::new(FeedEvent {
                 version: self.version,
                 change,
+                encoded: Default::default(),
             });
             if self.held.len() == FEED_HELD {
                 self.held.pop_front();
