@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ratings::ListingChange;
-use super::views::ListedGames;
 use crate::app::ports::StorageError;
 use crate::domain::game::{Game, State};
+use crate::storage::lobby::ListedGames;
 
 const GAME: u8 = b'g';
 const CURSOR: u8 = b'c';

@@ -455,11 +455,11 @@ impl GameStore for SledStorage {
     }
 
     fn open_games(&self, product_id: &str, page: u64, count: u64) -> String {
-        self.views.page(product_id, page, count)
+        self.views.lobby().page(product_id, page, count)
     }
 
     fn lobby_feed(&self, product_id: &str, after: Option<u64>) -> LobbyFeed {
-        self.views.lobby_feed(product_id, after, 1000)
+        self.views.lobby().lobby_feed(product_id, after, 1000)
     }
 
     async fn expired(

@@ -282,7 +282,7 @@ impl Writer {
     /// Publishes the views after a successful flush (and, once a second,
     /// the size on disk, so readers never touch the file system).
     fn publish(&mut self, ranks: Vec<RankChange>) {
-        self.views.publish_lobby(self.games.take_dirty());
+        self.views.lobby().publish_lobby(self.games.take_dirty());
         if let Err(e) = self.sync_ratings() {
             tracing::warn!(error = %e, "quick match's rating order could not be updated");
         }
