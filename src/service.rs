@@ -14,6 +14,7 @@ use crate::infra::config::Config;
 use crate::infra::limits::ConnectionCap;
 use crate::infra::{metrics, shutdown};
 use crate::resp::{self, RespState};
+use crate::storage::postgres::{PgOpenError, PgStorage};
 use crate::storage::sled::{OpenError, SledStorage};
 
 /// How long HTTP may take to finish in-flight requests after a signal.
@@ -30,6 +31,8 @@ pub enum StartError {
     DataDir { dir: String, source: std::io::Error },
     #[error("{0}")]
     Open(#[from] OpenError),
+    #[error("{0}")]
+    Postgres(#[from] PgOpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -39,8 +42,15 @@ pub enum StartError {
     Task(String),
 }
 
-/// Opens the sled backend in the config's data directory.
-async fn open_storage(config: &Config) -> Result<Arc<SledStorage>, StartError> {
+/// Opens the configured backend: PostgreSQL at `storage.url`, or sled in
+/// the data directory.
+async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, StartError> {
+    if config.storage.kind == "postgres" {
+        let url = config.storage.url.clone().unwrap_or_default();
+        let storage =
+            PgStorage::open(&url, config.storage.pool_size, config.max_pending_writes).await?;
+        return Ok(storage);
+    }
     let dir = config.data_dir.clone();
     let max_pending = config.max_pending_writes;
     tokio::task::spawn_blocking(move || {
@@ -52,7 +62,8 @@ async fn open_storage(config: &Config) -> Result<Arc<SledStorage>, StartError> {
         let probe = dir.join(".varcade-write-test");
         std::fs::write(&probe, b"ok").map_err(data_dir_error)?;
         let _ = std::fs::remove_file(probe);
-        Ok(SledStorage::open(&dir, max_pending)?)
+        let storage: Arc<dyn Storage> = SledStorage::open(&dir, max_pending)?;
+        Ok(storage)
     })
     .await
     .map_err(|e| StartError::Task(e.to_string()))?

@@ -23,8 +23,6 @@ pub const BATCH: usize = 512;
 /// First retry delay after a failed batch; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long a consumer's lease lasts; it is renewed every batch.
-const LEASE: Duration = Duration::from_secs(10);
 
 /// Something that applies the event log.
 #[async_trait]
@@ -47,25 +45,39 @@ type Prepared<C> = (u64, <C as Consumer>::Batch);
 /// next is read and prepared, so the two overlap.
 pub async fn run<C: Consumer>(app: Arc<App>, consumer: C, mut shutdown: Shutdown) {
     let name = consumer.name();
-    let holder = format!("pid-{}", std::process::id());
     let mut durable = app.storage.durable();
     let mut backoff = FIRST_BACKOFF;
     let mut cursor = None;
     let mut ahead: Option<Prepared<C>> = None;
     while !shutdown.is_fired() {
-        match step(&app, &consumer, &mut cursor, &mut ahead, &holder).await {
-            Ok(applied) => {
+        match step(&app, &consumer, &mut cursor, &mut ahead).await {
+            Ok(Step::Applied) => {
                 backoff = FIRST_BACKOFF;
                 app.health.update(name, |h| h.failing = None);
-                if !applied {
-                    tokio::select! {
-                        changed = durable.changed() => if changed.is_err() { return },
-                        _ = shutdown.recv() => return,
-                    }
+            }
+            Ok(Step::CaughtUp) => {
+                backoff = FIRST_BACKOFF;
+                app.health.update(name, |h| h.failing = None);
+                // Wake for new events, and now and then regardless: the
+                // lease must be renewed before it runs out.
+                tokio::select! {
+                    changed = durable.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(app.lease / 3) => {}
+                    _ = shutdown.recv() => return,
+                }
+            }
+            Ok(Step::NotHolder) => {
+                // Another node runs this consumer; try again before its
+                // lease could have run out.
+                tokio::select! {
+                    _ = tokio::time::sleep(app.lease / 3) => {}
+                    _ = shutdown.recv() => return,
                 }
             }
             Err(e) => {
                 ahead = None;
+                // Read the cursor again: another node may have moved it.
+                cursor = None;
                 metrics::consumer_failure(name.as_str());
                 app.health.update(name, |h| {
                     h.failing = Some(e.to_string());
@@ -98,18 +110,32 @@ async fn fetch<C: Consumer>(
         .map(|last| (last.id, consumer.prepare(&events))))
 }
 
-/// Applies the next batch; `Ok(false)` when there was nothing to apply.
+/// What one step did.
+enum Step {
+    Applied,
+    /// Nothing to apply.
+    CaughtUp,
+    /// Another node holds the consumer's lease.
+    NotHolder,
+}
+
+/// Applies the next batch.
 async fn step<C: Consumer>(
     app: &App,
     consumer: &C,
     cursor: &mut Option<u64>,
     ahead: &mut Option<Prepared<C>>,
-    holder: &str,
-) -> Result<bool, StorageError> {
+) -> Result<Step, StorageError> {
     let name = consumer.name();
-    if !app.storage.hold_lease(name.as_str(), holder, LEASE).await? {
+    if !app
+        .storage
+        .hold_lease(name.as_str(), &app.node, app.lease)
+        .await?
+    {
+        // Whoever holds it moves the cursor: read it again when it is ours.
         *ahead = None;
-        return Ok(false);
+        *cursor = None;
+        return Ok(Step::NotHolder);
     }
     let at = match *cursor {
         Some(at) => at,
@@ -125,7 +151,7 @@ async fn step<C: Consumer>(
     };
     let Some((last, batch)) = next else {
         metrics::consumer_position(name.as_str(), at, *app.storage.durable().borrow());
-        return Ok(false);
+        return Ok(Step::CaughtUp);
     };
     let (committed, following) = tokio::join!(consumer.commit(batch), fetch(app, consumer, last));
     committed?;
@@ -133,5 +159,5 @@ async fn step<C: Consumer>(
     metrics::consumer_position(name.as_str(), last, *app.storage.durable().borrow());
     *cursor = Some(last);
     *ahead = following.ok().flatten();
-    Ok(true)
+    Ok(Step::Applied)
 }

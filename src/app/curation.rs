@@ -23,20 +23,21 @@ use crate::infra::shutdown::Shutdown;
 pub const MAX_TRIES: u32 = 5;
 /// Most games handled per state per pass.
 const PASS_LIMIT: usize = 1000;
-/// How long curation's lease lasts; renewed every pass.
-const LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs curation until shutdown.
 pub async fn run(app: Arc<App>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(app.curation_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let holder = format!("pid-{}", std::process::id());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.recv() => return,
         }
-        match app.storage.hold_lease("curation", &holder, LEASE).await {
+        match app
+            .storage
+            .hold_lease("curation", &app.node, app.lease)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

@@ -115,6 +115,11 @@ pub struct App {
     handlers: Handlers,
     /// Quick match's `max_rating_gap`.
     max_rating_gap: i64,
+    /// How long this node holds a consumer's or curation's lease without
+    /// renewing it (`storage.lease_secs`).
+    pub lease: Duration,
+    /// This process's name as a lease holder (unique across nodes).
+    pub node: String,
 }
 
 impl App {
@@ -152,6 +157,8 @@ impl App {
             scoring: Arc::new(scoring),
             handlers: Arc::new(handlers),
             max_rating_gap: config.quick_match.max_rating_gap,
+            lease: Duration::from_secs(config.storage.lease_secs),
+            node: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         })
     }
 

@@ -74,10 +74,37 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     pub resp: RespConfig,
     pub quick_match: QuickMatchConfig,
+    pub storage: StorageConfig,
     pub games: Vec<ProductConfig>,
     /// Where the config came from: a file's path, or `defaults`.
     #[serde(skip)]
     pub origin: String,
+}
+
+/// Which backend holds the data (API.md "Storage and scale-out").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sled` (embedded, `data_dir`) or `postgres` (shared, `url`).
+    pub kind: String,
+    /// The PostgreSQL URL (`postgres://user@host:port/db`).
+    pub url: Option<String>,
+    /// Connections each node keeps to PostgreSQL.
+    pub pool_size: usize,
+    /// How long a node holds a consumer's or curation's lease without
+    /// renewing it; another node takes over after it.
+    pub lease_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: "sled".into(),
+            url: None,
+            pool_size: 16,
+            lease_secs: 5,
+        }
+    }
 }
 
 /// Quick match (API.md "Quick match").
@@ -203,6 +230,7 @@ impl Default for Config {
             expiry: ExpiryConfig::default(),
             resp: RespConfig::default(),
             quick_match: QuickMatchConfig::default(),
+            storage: StorageConfig::default(),
             origin: "defaults".into(),
             games: vec![ProductConfig {
                 product_id: "exrps".into(),
@@ -325,6 +353,10 @@ impl Config {
         if let Some(bind) = env("VARCADE_RESP_BIND") {
             config.resp.bind = Some(bind);
             origins.set("resp.bind", "environment variable VARCADE_RESP_BIND");
+        }
+        if let Some(url) = env("VARCADE_STORAGE_URL") {
+            config.storage.url = Some(url);
+            origins.set("storage.url", "environment variable VARCADE_STORAGE_URL");
         }
         if let Some(bind) = &flags.bind {
             config.bind = bind.clone();
@@ -450,6 +482,46 @@ impl Config {
                 "quick_match.max_rating_gap".into(),
                 "must not be negative".into(),
             ));
+        }
+        match self.storage.kind.as_str() {
+            "sled" => {}
+            "postgres" => {
+                match &self.storage.url {
+                    Some(url)
+                        if url.starts_with("postgres://") || url.starts_with("postgresql://") => {}
+                    Some(_) => {
+                        return Err(invalid(
+                            "storage.url".into(),
+                            "must be a postgres:// or postgresql:// URL".into(),
+                        ));
+                    }
+                    None => {
+                        return Err(invalid(
+                            "storage.url".into(),
+                            "is required with storage.kind = \"postgres\" (or set VARCADE_STORAGE_URL)"
+                                .into(),
+                        ));
+                    }
+                }
+                if !(1..=1000).contains(&self.storage.pool_size) {
+                    return Err(invalid(
+                        "storage.pool_size".into(),
+                        "must be from 1 to 1000".into(),
+                    ));
+                }
+                if !(1..=3600).contains(&self.storage.lease_secs) {
+                    return Err(invalid(
+                        "storage.lease_secs".into(),
+                        "must be from 1 to 3600".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "storage.kind".into(),
+                    format!("unknown storage kind {other:?} (known: sled, postgres)"),
+                ));
+            }
         }
         if self.resp.stream.is_empty() {
             return Err(invalid("resp.stream".into(), "must not be empty".into()));

@@ -125,6 +125,12 @@ impl LobbyViews {
         }
     }
 
+    /// The products with a published lobby.
+    pub fn products(&self) -> Vec<String> {
+        let lobby = self.lobby.read().unwrap_or_else(|p| p.into_inner());
+        lobby.keys().cloned().collect()
+    }
+
     /// One page of a product's lobby as a JSON array.
     pub fn page(&self, product_id: &str, page: u64, count: u64) -> String {
         let listed = {

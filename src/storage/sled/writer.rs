@@ -397,7 +397,7 @@ impl Writer {
                 hold(reply, result)
             }
             Job::Append(frame, received, reply) => {
-                let ts_ms = append_ms();
+                let ts_ms = crate::storage::append_ms();
                 let result = self
                     .log
                     .stage(&self.trees.log, &mut group.log, frame, ts_ms);
@@ -696,17 +696,6 @@ impl Writer {
         group.log_dirty = true;
         Ok(())
     }
-}
-
-/// The time an append is stamped with, Unix milliseconds. Tests built
-/// with the `failpoints` feature set it with the fail point
-/// `writer::append_ts_ms` (`return(<ms>)`), to put events on either side
-/// of a season boundary.
-fn append_ms() -> u64 {
-    fail::fail_point!("writer::append_ts_ms", |ms| ms
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(now_us() / 1000));
-    now_us() / 1000
 }
 
 impl Job {
