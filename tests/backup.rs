@@ -74,6 +74,9 @@ async fn caught_up(server: &Server) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_under_ingest_load_restores_every_acknowledged_event_applied_once() {
+    if common::sled_only("online backup and restore") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let server = Server::start(&options).await;
@@ -192,6 +195,9 @@ async fn a_backup_under_ingest_load_restores_every_acknowledged_event_applied_on
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_and_restore_refuse_what_they_cannot_do_safely() {
+    if common::sled_only("online backup and restore") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let server = Server::start(&options).await;

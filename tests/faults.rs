@@ -57,6 +57,9 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_injected_flush_failure_acks_nothing_after_it_and_loses_nothing_before_it() {
+    if common::sled_only("the storage writer's flush (fail point writer::flush)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let server = Server::start(&options).await;
@@ -208,6 +211,9 @@ async fn a_failing_consumer_shows_in_readyz_and_admin_status_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overload_answers_503_and_ingest_backpressure_loses_nothing() {
+    if common::sled_only("the storage writer's queue") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options {
         extra: "max_pending_writes = 2".to_string(),
@@ -329,6 +335,9 @@ fn import(from: &str, config: &std::path::Path, envs: &[(&str, &str)]) -> (Optio
 /// saying how to start over, and the partial database is never served.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_import_is_never_served_and_says_how_to_start_over() {
+    if common::sled_only("import-redis") {
+        return;
+    }
     let redis = common::redis_server::RedisServer::start();
     let client = redis::Client::open(format!("{}/2", redis.url())).unwrap();
     let mut stats = client.get_connection().unwrap();

@@ -1111,8 +1111,15 @@ async fn a_client_that_does_not_read_slows_nobody_down() {
     // The reading client saw every change, in order, without a gap
     // (`converge` checks each version follows the previous one).
     let last = model.version;
-    assert_eq!(last, v0 + 1750);
-    assert_eq!(seen.len(), 1750);
+    if common::postgres() {
+        // A node reads the lobby from the database: a game listed and
+        // removed by one matchmaker batch is never visible, so it has no
+        // events; the rest are exactly the changes.
+        assert!(seen.len() <= 1750 && last == v0 + seen.len() as u64);
+    } else {
+        assert_eq!(last, v0 + 1750);
+        assert_eq!(seen.len(), 1750);
+    }
 
     // Resuming from before the last 1,024 changes: a snapshot.
     let mut late = Feed::connect(&server, "exrps", Some(&v0.to_string())).await;

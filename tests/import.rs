@@ -433,6 +433,9 @@ fn games_gauge(metrics: &str, product: &str, state: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_migration_keeps_everything_and_applies_each_unapplied_entry_once() {
+    if common::sled_only("import-redis (it writes a sled data directory)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let url = fake.url.as_str();
@@ -877,6 +880,9 @@ async fn full_migration_keeps_everything_and_applies_each_unapplied_entry_once()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_indexes_mean_nothing_was_applied() {
+    if common::sled_only("import-redis (it writes a sled data directory)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let url = fake.url.as_str();
@@ -963,6 +969,9 @@ async fn missing_indexes_mean_nothing_was_applied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_import_into_the_same_target_is_refused_and_changes_nothing() {
+    if common::sled_only("import-redis (it writes a sled data directory)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let url = fake.url.as_str();
@@ -1110,6 +1119,9 @@ async fn clean_import_still_works(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_product_missing_from_the_config_is_refused_before_anything_is_written() {
+    if common::sled_only("import-redis (it writes a sled data directory)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let url = fake.url.clone();
@@ -1164,6 +1176,9 @@ async fn a_product_missing_from_the_config_is_refused_before_anything_is_written
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_record_is_refused_before_anything_is_written() {
+    if common::sled_only("import-redis (it writes a sled data directory)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let url = fake.url.clone();
@@ -1216,6 +1231,9 @@ async fn an_unreadable_record_is_refused_before_anything_is_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn database_numbers_and_data_dir_are_honoured() {
+    if common::sled_only("import-redis (it writes a sled data directory)") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let url = fake.url.as_str();

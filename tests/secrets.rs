@@ -193,6 +193,9 @@ async fn bad_flags_and_variables_are_blamed_on_themselves() {
 
 #[tokio::test]
 async fn a_second_process_on_the_data_directory_is_told_why() {
+    if common::sled_only("the data directory's lock") {
+        return;
+    }
     let fake = FakeGameServer::start().await;
     let options = Options::new(&fake);
     let server = Server::start(&options).await;

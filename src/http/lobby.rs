@@ -142,12 +142,16 @@ async fn open_games_stream(
         .into_response())
 }
 
-/// Feed events one client may have waiting before it is cut off.
+/// Feed events one client may have waiting to be written.
 const CLIENT_BUFFER: usize = 256;
+/// How long a client's full buffer may stay full before it is cut off.
+const CLIENT_STALL: Duration = Duration::from_secs(2);
 
-/// Moves a subscriber's events into its bounded buffer; when the client
-/// does not keep up (its buffer is full, or it fell behind what the
-/// backend holds) its connection is cut off, so no one ever waits for it.
+/// Moves a subscriber's events into its bounded buffer. A burst larger
+/// than the buffer waits for the client to make room (this task's wait
+/// slows no one else: the broadcast does not wait for it); a client whose
+/// buffer stays full for [`CLIENT_STALL`], or that falls behind what the
+/// backend holds, has its connection cut off.
 async fn forward(
     mut live: broadcast::Receiver<Arc<FeedEvent>>,
     tx: mpsc::Sender<Arc<FeedEvent>>,
@@ -159,10 +163,10 @@ async fn forward(
             Err(RecvError::Lagged(_)) => break cutoff.pull(),
             Err(RecvError::Closed) => return,
         };
-        match tx.try_send(event) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => break cutoff.pull(),
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        match tokio::time::timeout(CLIENT_STALL, tx.send(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => break cutoff.pull(),
         }
     }
     metrics::feed_client_cut_off();

@@ -10,6 +10,7 @@ pub mod redis_server;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -106,14 +107,96 @@ num_players = 3
     }
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+/// Whether the tests run against PostgreSQL (`VARCADE_TEST_STORAGE=postgres`)
+/// rather than sled: each server then gets a database of its own on the
+/// local PostgreSQL (`VARCADE_TEST_POSTGRES`, default
+/// `postgres://postgres@127.0.0.1:5432`), dropped with its [`TempDir`].
+pub fn postgres() -> bool {
+    std::env::var("VARCADE_TEST_STORAGE").is_ok_and(|v| v == "postgres")
+}
+
+/// True (and says so) when running against PostgreSQL: for tests of what
+/// only the sled backend has (its data directory, backup files, import).
+pub fn sled_only(what: &str) -> bool {
+    if postgres() {
+        eprintln!("skipped with VARCADE_TEST_STORAGE=postgres: {what} is sled's");
+    }
+    postgres()
+}
+
+/// The PostgreSQL server the tests use.
+pub fn postgres_server() -> String {
+    std::env::var("VARCADE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Runs one SQL statement on the server's `postgres` database with psql.
+pub fn psql(sql: &str) -> std::process::Output {
+    let out = Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-d"])
+        .arg(format!("{}/postgres", postgres_server()))
+        .args(["-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A database created for a test, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let name = format!("varcade_it_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}"));
+        TestDb {
+            url: format!("{}/{name}", postgres_server()),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-qAt", "-d"])
+            .arg(format!("{}/postgres", postgres_server()))
+            .args([
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// A temporary directory removed on drop, with the test's own PostgreSQL
+/// database when the tests run against PostgreSQL.
+pub struct TempDir(pub PathBuf, pub Option<Arc<TestDb>>);
 
 impl TempDir {
     pub fn new() -> TempDir {
         let dir = std::env::temp_dir().join(format!("varcade-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        TempDir(dir, postgres().then(|| Arc::new(TestDb::create())))
+    }
+
+    /// The config lines that point a server at this directory's database
+    /// (nothing with sled).
+    pub fn storage_toml(&self) -> String {
+        match &self.1 {
+            Some(db) => format!(
+                "\n[storage]\nkind = \"postgres\"\nurl = \"{}\"\npool_size = 8\nlease_secs = 2\n",
+                db.url
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -211,7 +294,11 @@ impl Server {
         envs: Vec<(String, String)>,
     ) -> Server {
         let config = dir.0.join("varcade.toml");
-        std::fs::write(&config, options.toml(&dir.0.join("db"))).unwrap();
+        std::fs::write(
+            &config,
+            options.toml(&dir.0.join("db")) + &dir.storage_toml(),
+        )
+        .unwrap();
         let env_refs: Vec<(&str, &str)> =
             envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (child, addr, resp) = spawn_with_resp(
@@ -240,7 +327,7 @@ impl Server {
     pub async fn crash_and_restart(mut self, options: &Options) -> Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        let dir = TempDir(std::mem::take(&mut self.dir.0), self.dir.1.clone());
         let envs = std::mem::take(&mut self.envs);
         Server::start_in_with_env(options, dir, envs).await
     }
@@ -478,7 +565,7 @@ impl Server {
     pub async fn restart(mut self, options: &Options) -> Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = TempDir(std::mem::take(&mut self.dir.0));
+        let dir = TempDir(std::mem::take(&mut self.dir.0), self.dir.1.clone());
         let envs = std::mem::take(&mut self.envs);
         Server::start_in_with_env(options, dir, envs).await
     }

@@ -114,10 +114,12 @@ impl PgStorage {
         after: &Game,
     ) -> Result<(), StorageError> {
         put(&tx, after).await?;
-        let relisted = listing(before) != listing(after);
+        // A listed game whose listing form changed (a player joined a
+        // game with seats left) is read again too.
+        let relisted = listing(before).is_some() || listing(after).is_some();
         if relisted {
             lobby_changed(&tx).await?;
-            if listing(after).is_some() {
+            if listing(before).is_none() {
                 rate(&tx, &after.product_id, std::slice::from_ref(&after.game_id)).await?;
             }
         }
@@ -431,9 +433,9 @@ impl GameStore for PgStorage {
                 Some(game) if game == old => {}
                 Some(game) => {
                     put(&tx, game).await?;
-                    if listing(old) != listing(game) {
+                    if listing(old).is_some() || listing(game).is_some() {
                         relisted.insert(game.product_id.clone());
-                        if listing(game).is_some() {
+                        if listing(old).is_none() && listing(game).is_some() {
                             listed_now
                                 .entry(game.product_id.clone())
                                 .or_default()

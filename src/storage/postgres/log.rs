@@ -22,6 +22,7 @@ use crate::app::ports::{
     Appended, ConsumerName, EventLog, LoggedEvent, NewFrame, PendingAppend, StorageError,
 };
 use crate::domain::event::Dedup;
+use crate::infra::metrics;
 
 /// Most frames one transaction appends.
 const MAX_GROUP: usize = 1024;
@@ -29,6 +30,8 @@ const MAX_GROUP: usize = 1024;
 /// A frame waiting for its transaction, and where its answer goes.
 pub struct AppendJob {
     frame: NewFrame,
+    /// When it was queued (for the ack latency).
+    received: std::time::Instant,
     reply: oneshot::Sender<Result<Appended, StorageError>>,
 }
 
@@ -57,20 +60,25 @@ pub async fn appender(
                 Err(_) => break,
             }
         }
-        let (frames, replies): (Vec<NewFrame>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.frame, j.reply)).unzip();
+        let (frames, replies): (Vec<NewFrame>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| (j.frame, (j.received, j.reply)))
+            .unzip();
+        let started = std::time::Instant::now();
         let answers = inner.watch(append_group(&inner, frames).await);
         match answers {
             Ok(answers) => {
+                metrics::flush_latency(started.elapsed());
                 if let Some(last) = answers.iter().flatten().map(|a| a.last_id).max() {
                     inner.publish_durable(last);
                 }
-                for (reply, answer) in replies.into_iter().zip(answers) {
+                for ((received, reply), answer) in replies.into_iter().zip(answers) {
+                    metrics::ack_latency(received.elapsed());
                     let _ = reply.send(answer);
                 }
             }
             Err(e) => {
-                for reply in replies {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
@@ -294,7 +302,11 @@ impl EventLog for PgStorage {
     async fn submit(&self, frame: NewFrame) -> Result<PendingAppend, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.appends
-            .send_async(AppendJob { frame, reply })
+            .send_async(AppendJob {
+                frame,
+                received: std::time::Instant::now(),
+                reply,
+            })
             .await
             .map_err(|_| StorageError::Unavailable("the appender has stopped".into()))?;
         Ok(PendingAppend(rx))
