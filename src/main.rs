@@ -19,6 +19,7 @@ const ENV_HELP: &str = "Environment (overrides the config file; flags override i
   VARCADE_ADMIN_KEY            key for /admin and GET /events (and `varcade backup`)
   VARCADE_INGEST_KEY_<PRODUCT> a product's ingest key (upper-cased, '-' as '_')
   VARCADE_RESP_BIND            turns on the Redis-protocol listener at this address
+  VARCADE_STORAGE_URL          the PostgreSQL URL (with [storage] kind = \"postgres\")
   VARCADE_LOG                  log filter, e.g. info or varcade=debug
 Secrets may also come from files: jwt_secret_file, admin_key_file,
 games[].ingest_key_file. Off loopback, sample or empty secrets are refused.";

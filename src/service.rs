@@ -167,7 +167,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let listener = CappedListener::new(listener, cap.clone());
     println!("varcade listening on {local}");
-    tracing::info!(%local, data_dir = %config.data_dir.display(), "varcade listening on {local}");
+    match config.storage.kind.as_str() {
+        "postgres" => tracing::info!(%local, storage = "postgres", "varcade listening on {local}"),
+        _ => {
+            tracing::info!(%local, data_dir = %config.data_dir.display(), "varcade listening on {local}")
+        }
+    }
     let fire = trigger.clone();
     let app_service = router(state).into_make_service_with_connect_info::<Cutoff>();
     let server = axum::serve(listener, app_service).with_graceful_shutdown(async move {

@@ -413,7 +413,8 @@ async fn follow(inner: Arc<Inner>, mut requests: mpsc::Receiver<Refresh>, stop: 
                     let row = client
                         .query_one(
                             "SELECT (SELECT next_id - 1 FROM log_head), \
-                             (SELECT last_value FROM lobby_changes)",
+                             (SELECT CASE WHEN is_called THEN last_value ELSE 0 END \
+                              FROM lobby_changes)",
                             &[],
                         )
                         .await

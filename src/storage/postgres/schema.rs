@@ -58,7 +58,8 @@ async fn apply(client: &mut deadpool_postgres::Object, target: &str) -> Result<u
     };
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS varcade_migrations (\
+            "SET client_min_messages TO warning; \
+             CREATE TABLE IF NOT EXISTS varcade_migrations (\
                  version integer PRIMARY KEY, \
                  name text NOT NULL, \
                  applied_at timestamptz NOT NULL DEFAULT now())",
