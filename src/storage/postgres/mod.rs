@@ -92,8 +92,15 @@ fn pg(e: tokio_postgres::Error) -> StorageError {
     }
 }
 
+/// Every connection busy for [`CONNECT_WAIT`] is overload (503
+/// `overloaded`); failing to connect is the database being unavailable.
 fn pool_error(e: deadpool_postgres::PoolError) -> StorageError {
-    StorageError::Unavailable(format!("PostgreSQL: {e}"))
+    match e {
+        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+            StorageError::Overloaded
+        }
+        e => StorageError::Unavailable(format!("PostgreSQL: {e}")),
+    }
 }
 
 fn codec(e: postcard::Error) -> StorageError {
