@@ -42,10 +42,17 @@ pub enum ImportFailed {
     Open(#[from] OpenError),
     #[error("writing the import: {0}")]
     Write(String),
+    #[error(
+        "import-redis writes a sled data directory, and this config has storage.kind = \"postgres\"; import with a sled config instead"
+    )]
+    NotSled,
 }
 
 /// Runs the import; returns what was copied.
 pub async fn run(config: &Config, source: &Source) -> Result<Summary, ImportFailed> {
+    if config.storage.kind != "sled" {
+        return Err(ImportFailed::NotSled);
+    }
     let dir = config.data_dir.clone();
     let target = dir.clone();
     tokio::task::spawn_blocking(move || check_empty_target(&target, "import-redis"))

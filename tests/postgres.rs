@@ -221,6 +221,19 @@ async fn a_bad_or_unreachable_storage_url_is_one_line_and_exit_2() {
     );
     let kind = config("\n[storage]\nkind = \"mongo\"\n");
     assert!(refused(&kind, &[]).contains("storage.kind"));
+
+    // import-redis writes sled: it says so instead of writing elsewhere.
+    let postgres =
+        config("\n[storage]\nkind = \"postgres\"\nurl = \"postgres://x@127.0.0.1:1/y\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_varcade"))
+        .args(["import-redis", "--from", "redis://127.0.0.1:1", "--config"])
+        .arg(&postgres)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sled data directory"), "{stderr}");
+    assert!(!dir.0.join("db").exists(), "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread")]
