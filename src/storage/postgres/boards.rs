@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
-use super::{PgStorage, big, pg};
+use super::{Cached, PgStorage, big, pg};
 use crate::app::ports::{
     BoardList, Boards, Counters, Entry, PlayerRank, SeasonBoard, StatsBatch, StatsChange,
     StorageError,
@@ -65,7 +65,7 @@ async fn exec(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<(), StorageError> {
-    tx.execute(sql, params).await.map_err(pg)?;
+    tx.cexec(sql, params).await.map_err(pg)?;
     Ok(())
 }
 
@@ -93,7 +93,7 @@ impl PgStorage {
         let seasonal: Vec<String> = seasonal.into_iter().collect();
         let mut lists: HashMap<String, SeasonList> = HashMap::new();
         for row in tx
-            .query(
+            .cq(
                 "SELECT product_id, season, starts_ms, ends_ms FROM seasons \
                  WHERE product_id = ANY($1) ORDER BY starts_ms",
                 &[&seasonal],
@@ -143,7 +143,7 @@ impl PgStorage {
         if !wanted.is_empty() {
             let (p, s, u) = split3(&wanted);
             for row in tx
-                .query(
+                .cq(
                     "SELECT product_id, season, user_id, score FROM scores \
                      WHERE (product_id, season, user_id) IN \
                      (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
@@ -163,7 +163,7 @@ impl PgStorage {
         if !counted.is_empty() {
             let (p, u): (Vec<String>, Vec<String>) = counted.iter().cloned().unzip();
             for row in tx
-                .query(
+                .cq(
                     "SELECT product_id, user_id, counters FROM players \
                      WHERE (product_id, user_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
                     &[&p, &u],
@@ -409,7 +409,7 @@ async fn rank_in(
     user: &str,
 ) -> Result<Option<(i64, u64)>, StorageError> {
     let row = client
-        .query_opt(
+        .cq_opt(
             "SELECT s.score, 1 \
              + coalesce((SELECT sum(n) FROM score_buckets b WHERE b.product_id = $1 \
                  AND b.season = $2 AND b.score > s.score), 0)::bigint \
@@ -433,7 +433,7 @@ impl Boards for PgStorage {
         let tx = client.transaction().await.map_err(pg)?;
         self.fence(&tx, "stats").await?;
         let position: i64 = tx
-            .query_one(
+            .cq_one(
                 "SELECT position FROM cursors WHERE name = 'stats' FOR UPDATE",
                 &[],
             )
@@ -469,7 +469,7 @@ impl Boards for PgStorage {
         let count = big(count as u64);
         if offset <= PLAIN_OFFSET {
             let rows = client
-                .query(
+                .cq(
                     "SELECT user_id, score FROM scores WHERE product_id = $1 AND season = $2 \
                      ORDER BY neg_score, user_id OFFSET $3 LIMIT $4",
                     &[&product, &season, &big(offset), &count],
@@ -486,7 +486,7 @@ impl Boards for PgStorage {
             .await
             .map_err(pg)?;
         let start = tx
-            .query_opt(
+            .cq_opt(
                 "SELECT score, bucket, before FROM (SELECT score, bucket, n, \
                  (sum(n) OVER (ORDER BY score DESC, bucket))::bigint - n AS before \
                  FROM score_buckets WHERE product_id = $1 AND season = $2) c \
@@ -502,7 +502,7 @@ impl Boards for PgStorage {
         let b: String = start.get(1);
         let before: i64 = start.get(2);
         let rows = tx
-            .query(
+            .cq(
                 "SELECT user_id, score FROM scores WHERE product_id = $1 AND season = $2 \
                  AND (neg_score, user_id) >= ($3, $4) ORDER BY neg_score, user_id \
                  OFFSET $5 LIMIT $6",
@@ -552,7 +552,7 @@ impl Boards for PgStorage {
         };
         let n = big(n as u64);
         let above = tx
-            .query(
+            .cq(
                 "SELECT user_id, score FROM scores WHERE product_id = $1 AND season = $2 \
                  AND (neg_score, user_id) < ($3, $4) ORDER BY neg_score DESC, user_id DESC LIMIT $5",
                 &[&product, &season, &-score, &user, &n],
@@ -560,7 +560,7 @@ impl Boards for PgStorage {
             .await
             .map_err(pg)?;
         let below = tx
-            .query(
+            .cq(
                 "SELECT user_id, score FROM scores WHERE product_id = $1 AND season = $2 \
                  AND (neg_score, user_id) >= ($3, $4) ORDER BY neg_score, user_id LIMIT $5",
                 &[&product, &season, &-score, &user, &(n + 1)],
@@ -589,7 +589,7 @@ impl Boards for PgStorage {
     async fn boards(&self, product: &str) -> Result<BoardList, StorageError> {
         let client = self.inner.client().await?;
         let rows = client
-            .query(
+            .cq(
                 "SELECT s.season, s.starts_ms, s.ends_ms, \
                  coalesce((SELECT sum(n) FROM score_buckets b WHERE b.product_id = $1 \
                      AND b.season = s.season), 0)::bigint \
@@ -600,7 +600,7 @@ impl Boards for PgStorage {
             .map_err(pg);
         let rows = self.inner.watch(rows)?;
         let lifetime = client
-            .query_one(
+            .cq_one(
                 "SELECT coalesce(sum(n), 0)::bigint FROM score_buckets \
                  WHERE product_id = $1 AND season = ''",
                 &[&product],
@@ -626,7 +626,7 @@ impl Boards for PgStorage {
     async fn player_stats(&self, product: &str, user: &str) -> Result<Counters, StorageError> {
         let client = self.inner.client().await?;
         let row = client
-            .query_opt(
+            .cq_opt(
                 "SELECT counters FROM players WHERE product_id = $1 AND user_id = $2",
                 &[&product, &user],
             )

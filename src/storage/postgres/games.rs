@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
-use super::{PgStorage, big, codec, pg, unbig};
+use super::{Cached, PgStorage, big, codec, pg, unbig};
 use crate::app::ports::{
     Applied, GameStore, LobbyFeed, MatchmakerBatch, QuickRule, SeatOutcome, StorageError,
 };
@@ -38,10 +38,10 @@ fn listing(game: &Game) -> Option<i64> {
     game.listing.filter(|_| game.is_listed()).map(big)
 }
 
-/// Writes a game (insert or update) in `tx`.
-async fn put(tx: &Transaction<'_>, game: &Game) -> Result<(), StorageError> {
+/// Writes a game (insert or update) in `tx` (or on its own).
+async fn put(tx: &impl Cached, game: &Game) -> Result<(), StorageError> {
     let record = postcard::to_stdvec(game).map_err(codec)?;
-    tx.execute(
+    tx.cexec(
         "INSERT INTO games (game_id, product_id, state, since_us, listing, creator_id, record) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (game_id) DO UPDATE SET product_id = EXCLUDED.product_id, \
@@ -64,7 +64,7 @@ async fn put(tx: &Transaction<'_>, game: &Game) -> Result<(), StorageError> {
 
 /// Tells the other nodes that a listing changed (with the transaction).
 async fn lobby_changed(tx: &Transaction<'_>) -> Result<(), StorageError> {
-    tx.execute("SELECT nextval('lobby_changes')", &[])
+    tx.cexec("SELECT nextval('lobby_changes')", &[])
         .await
         .map_err(pg)?;
     Ok(())
@@ -79,7 +79,7 @@ async fn rate(
     if game_ids.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    tx.cexec(
         &format!(
             "UPDATE games g SET creator_rating = (SELECT s.score FROM scores s \
              WHERE s.product_id = $1 AND s.season = {CURRENT_SEASON} AND s.user_id = g.creator_id) \
@@ -95,7 +95,7 @@ async fn rate(
 /// Locks and reads a game.
 async fn locked(tx: &Transaction<'_>, game_id: &str) -> Result<Option<Game>, StorageError> {
     let row = tx
-        .query_opt(
+        .cq_opt(
             "SELECT record FROM games WHERE game_id = $1 FOR UPDATE",
             &[&game_id],
         )
@@ -141,11 +141,13 @@ impl PgStorage {
     ) -> Result<Option<Option<Box<Game>>>, StorageError> {
         let mut client = self.inner.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let (order, window) = match rule {
-            QuickRule::Oldest => ("listing".to_string(), String::new()),
+        // The rating rule's SQL is fixed (the numbers are parameters), so
+        // each connection prepares it once.
+        let (initial, own, gap) = match rule {
+            QuickRule::Oldest => (0, 0, None),
             QuickRule::Closest { initial, max_gap } => {
                 let own: Option<i64> = tx
-                    .query_opt(
+                    .cq_opt(
                         &format!(
                             "SELECT score FROM scores WHERE product_id = $1 \
                              AND season = {CURRENT_SEASON} AND user_id = $2"
@@ -155,36 +157,35 @@ impl PgStorage {
                     .await
                     .map_err(pg)?
                     .map(|r| r.get(0));
-                let own = own.unwrap_or(initial);
-                let rating = format!("coalesce(creator_rating, {initial})");
-                (
-                    format!("abs({rating} - ({own})), listing"),
-                    format!(
-                        " AND {rating} BETWEEN {} AND {}",
-                        own - max_gap,
-                        own + max_gap
-                    ),
-                )
+                (initial, own.unwrap_or(initial), Some(max_gap))
             }
         };
-        let candidate = format!(
-            "SELECT record FROM games WHERE product_id = $1 AND listing IS NOT NULL \
-             AND creator_id <> $2 AND game_id <> ALL($3){window} ORDER BY {order} LIMIT 1"
-        );
+        let candidate = match gap {
+            None => "SELECT record FROM games WHERE product_id = $1 AND listing IS NOT NULL \
+                     AND creator_id <> $2 AND game_id <> ALL($3) ORDER BY listing LIMIT 1",
+            Some(_) => {
+                "SELECT record FROM games WHERE product_id = $1 AND listing IS NOT NULL \
+                 AND creator_id <> $2 AND game_id <> ALL($3) \
+                 AND abs(coalesce(creator_rating, $4) - $5) <= $6 \
+                 ORDER BY abs(coalesce(creator_rating, $4) - $5), listing LIMIT 1"
+            }
+        };
+        let gap = gap.unwrap_or(0);
+        let closest: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&product_id, &user_id, &*passed, &initial, &own, &gap];
+        let params = if candidate.contains("$4") {
+            &closest[..]
+        } else {
+            &closest[..3]
+        };
         let row = tx
-            .query_opt(
-                &format!("{candidate} FOR UPDATE"),
-                &[&product_id, &user_id, &*passed],
-            )
+            .cq_opt(&format!("{candidate} FOR UPDATE"), params)
             .await
             .map_err(pg)?;
         let Some(row) = row else {
             // The row a concurrent join held may have left the listing:
             // look again while any candidate is there.
-            let any = tx
-                .query_opt(&candidate, &[&product_id, &user_id, &*passed])
-                .await
-                .map_err(pg)?;
+            let any = tx.cq_opt(candidate, params).await.map_err(pg)?;
             tx.rollback().await.map_err(pg)?;
             return Ok(any.is_none().then_some(None));
         };
@@ -204,6 +205,10 @@ impl PgStorage {
 impl GameStore for PgStorage {
     async fn insert_game(&self, game: Game) -> Result<(), StorageError> {
         let mut client = self.inner.client().await?;
+        if listing(&game).is_none() {
+            // A new game is not listed yet: one statement, one round trip.
+            return put(&client, &game).await;
+        }
         let tx = client.transaction().await.map_err(pg)?;
         put(&tx, &game).await?;
         let listed = listing(&game).is_some();
@@ -295,7 +300,7 @@ impl GameStore for PgStorage {
     ) -> Result<Vec<Game>, StorageError> {
         let client = self.inner.client().await?;
         let rows = client
-            .query(
+            .cq(
                 "SELECT record FROM games WHERE state = $1 AND since_us < $2 \
                  ORDER BY since_us, game_id LIMIT $3",
                 &[
@@ -330,7 +335,7 @@ impl GameStore for PgStorage {
             return Ok(false);
         };
         let place: i64 = tx
-            .query_one("SELECT nextval('lobby_places')", &[])
+            .cq_one("SELECT nextval('lobby_places')", &[])
             .await
             .map_err(pg)?
             .get(0);
@@ -338,7 +343,7 @@ impl GameStore for PgStorage {
         if game.curate(&change, unbig(place), now_us) {
             self.finish(tx, &before, &game).await?;
         } else {
-            tx.execute("DELETE FROM games WHERE game_id = $1", &[&game_id])
+            tx.cexec("DELETE FROM games WHERE game_id = $1", &[&game_id])
                 .await
                 .map_err(pg)?;
             if listing(&before).is_some() {
@@ -357,7 +362,7 @@ impl GameStore for PgStorage {
         let tx = client.transaction().await.map_err(pg)?;
         self.fence(&tx, "matchmaker").await?;
         let position: i64 = tx
-            .query_one(
+            .cq_one(
                 "SELECT position FROM cursors WHERE name = 'matchmaker' FOR UPDATE",
                 &[],
             )
@@ -377,7 +382,7 @@ impl GameStore for PgStorage {
         let mut games: HashMap<String, Option<Game>> = HashMap::new();
         let mut before: HashMap<String, Game> = HashMap::new();
         for row in tx
-            .query(
+            .cq(
                 "SELECT record FROM games WHERE game_id = ANY($1) ORDER BY game_id FOR UPDATE",
                 &[&ids],
             )
@@ -389,7 +394,7 @@ impl GameStore for PgStorage {
             games.insert(game.game_id.clone(), Some(game));
         }
         let places: Vec<i64> = tx
-            .query(
+            .cq(
                 "SELECT nextval('lobby_places') FROM generate_series(1, $1::bigint)",
                 &[&big(batch.events.len() as u64)],
             )
@@ -452,7 +457,7 @@ impl GameStore for PgStorage {
             }
         }
         if !deleted.is_empty() {
-            tx.execute("DELETE FROM games WHERE game_id = ANY($1)", &[&deleted])
+            tx.cexec("DELETE FROM games WHERE game_id = ANY($1)", &[&deleted])
                 .await
                 .map_err(pg)?;
         }
@@ -462,7 +467,7 @@ impl GameStore for PgStorage {
         if !relisted.is_empty() {
             lobby_changed(&tx).await?;
         }
-        tx.execute(
+        tx.cexec(
             "UPDATE cursors SET position = $1 WHERE name = 'matchmaker'",
             &[&big(batch.cursor)],
         )
@@ -476,7 +481,7 @@ impl GameStore for PgStorage {
     async fn game_counts(&self) -> Result<Vec<(String, State, u64)>, StorageError> {
         let client = self.inner.client().await?;
         let rows = client
-            .query(
+            .cq(
                 "SELECT product_id, state, count(*) FROM games GROUP BY product_id, state",
                 &[],
             )

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, PgStorage, big, pg, unbig};
+use super::{Cached, Inner, PgStorage, big, pg, unbig};
 use crate::app::ports::{
     Appended, ConsumerName, EventLog, LoggedEvent, NewFrame, PendingAppend, StorageError,
 };
@@ -119,7 +119,7 @@ async fn append_group(
     let mut client = inner.client().await?;
     let tx = client.transaction().await.map_err(pg)?;
     let head = tx
-        .query_one("SELECT next_id FROM log_head FOR UPDATE", &[])
+        .cq_one("SELECT next_id FROM log_head FOR UPDATE", &[])
         .await
         .map_err(pg)?;
     let mut next = unbig(head.get(0));
@@ -141,7 +141,7 @@ async fn append_group(
     let mut envelopes: HashMap<String, (u64, u64)> = HashMap::new();
     if !envelope_names.is_empty() {
         for row in tx
-            .query(
+            .cq(
                 "SELECT producer, seq, last_id FROM producers WHERE producer = ANY($1)",
                 &[&envelope_names],
             )
@@ -154,7 +154,7 @@ async fn append_group(
     let mut idmp: HashMap<String, IdmpState> = HashMap::new();
     if !idmp_names.is_empty() {
         for row in tx
-            .query(
+            .cq(
                 "SELECT producer, coalesce(max(n), 0) FROM idmp WHERE producer = ANY($1) GROUP BY producer",
                 &[&idmp_names],
             )
@@ -164,7 +164,7 @@ async fn append_group(
             idmp.entry(row.get(0)).or_default().newest = row.get(1);
         }
         for row in tx
-            .query(
+            .cq(
                 "SELECT producer, iid, first_id FROM idmp WHERE producer = ANY($1) AND iid = ANY($2)",
                 &[&idmp_names, &idmp_iids],
             )
@@ -246,7 +246,7 @@ async fn append_group(
         tx.commit().await.map_err(pg)?;
         return Ok(answers);
     }
-    tx.execute(
+    tx.cexec(
         "INSERT INTO frames (first_id, last_id, ts_ms, events) \
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])",
         &[&firsts, &lasts, &stamps, &texts],
@@ -263,7 +263,7 @@ async fn append_group(
                 acc.2.push(l);
                 acc
             });
-        tx.execute(
+        tx.cexec(
             "INSERT INTO producers (producer, seq, last_id) \
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
              ON CONFLICT (producer) DO UPDATE SET seq = EXCLUDED.seq, last_id = EXCLUDED.last_id",
@@ -273,7 +273,7 @@ async fn append_group(
         .map_err(pg)?;
     }
     if !new_iids.0.is_empty() {
-        tx.execute(
+        tx.cexec(
             "INSERT INTO idmp (producer, n, iid, first_id) \
              SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
             &[&new_iids.0, &new_iids.1, &new_iids.2, &new_iids.3],
@@ -282,7 +282,7 @@ async fn append_group(
         .map_err(pg)?;
         for (producer, p) in idmp.iter().filter(|(_, p)| p.touched) {
             let keep_from = p.newest - i64::try_from(p.keep).unwrap_or(i64::MAX);
-            tx.execute(
+            tx.cexec(
                 "DELETE FROM idmp WHERE producer = $1 AND n <= $2",
                 &[producer, &keep_from],
             )
@@ -290,7 +290,7 @@ async fn append_group(
             .map_err(pg)?;
         }
     }
-    tx.execute("UPDATE log_head SET next_id = $1", &[&big(next)])
+    tx.cexec("UPDATE log_head SET next_id = $1", &[&big(next)])
         .await
         .map_err(pg)?;
     tx.commit().await.map_err(pg)?;
@@ -318,7 +318,7 @@ impl EventLog for PgStorage {
         }
         let client = self.inner.client().await?;
         let rows = client
-            .query(
+            .cq(
                 "SELECT first_id, ts_ms, events FROM frames WHERE last_id > $1 \
                  ORDER BY first_id LIMIT $2",
                 &[&big(after), &big(limit as u64)],
@@ -358,7 +358,7 @@ impl EventLog for PgStorage {
     async fn cursor(&self, consumer: ConsumerName) -> Result<u64, StorageError> {
         let client = self.inner.client().await?;
         let row = client
-            .query_opt(
+            .cq_opt(
                 "SELECT position FROM cursors WHERE name = $1",
                 &[&consumer.as_str()],
             )
@@ -370,7 +370,7 @@ impl EventLog for PgStorage {
     async fn drop_before(&self, upto: u64, before_ms: u64) -> Result<u64, StorageError> {
         let client = self.inner.client().await?;
         let rows = client
-            .query(
+            .cq(
                 "DELETE FROM frames WHERE first_id IN (\
                      SELECT first_id FROM frames WHERE last_id <= $1 AND ts_ms < $2 \
                      ORDER BY first_id LIMIT 10000) \

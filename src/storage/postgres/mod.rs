@@ -33,7 +33,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -116,6 +117,50 @@ fn big(n: u64) -> i64 {
 fn unbig(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
+
+/// Queries through each connection's statement cache: a statement is
+/// parsed once per connection, then each call is one round trip (a plain
+/// `query(&str)` parses it every time, a round trip more).
+#[async_trait]
+trait Cached: deadpool_postgres::GenericClient + Sync {
+    async fn cq(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn cq_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    async fn cq_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+
+    async fn cexec(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient + Sync> Cached for T {}
 
 /// A request to read a product's lobby again and publish it, answered once
 /// published.
@@ -229,7 +274,7 @@ impl PgStorage {
                 message: e.to_string(),
             })?;
             let row = client
-                .query_one("SELECT next_id - 1 FROM log_head", &[])
+                .cq_one("SELECT next_id - 1 FROM log_head", &[])
                 .await
                 .map_err(|e| PgOpenError::Unreachable {
                     target: target.clone(),
@@ -285,7 +330,7 @@ impl PgStorage {
             return Ok(());
         };
         let held = tx
-            .query_opt(
+            .cq_opt(
                 "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND expires > now() FOR SHARE",
                 &[&name, &holder],
             )
@@ -320,7 +365,7 @@ impl Inner {
         let listed = async {
             let client = self.client().await?;
             let rows = client
-                .query(
+                .cq(
                     "SELECT product_id, game_id, listing, record FROM games \
                      WHERE listing IS NOT NULL ORDER BY product_id, listing",
                     &[],
@@ -356,7 +401,7 @@ impl Inner {
         let listed = async {
             let client = self.client().await?;
             let rows = client
-                .query(
+                .cq(
                     "SELECT product_id, game_id, listing, record FROM games \
                      WHERE product_id = $1 AND listing IS NOT NULL ORDER BY listing",
                     &[&product],
@@ -418,7 +463,7 @@ async fn follow(inner: Arc<Inner>, mut requests: mpsc::Receiver<Refresh>, stop: 
                 let polled = async {
                     let client = inner.client().await?;
                     let row = client
-                        .query_one(
+                        .cq_one(
                             "SELECT (SELECT next_id - 1 FROM log_head), \
                              (SELECT CASE WHEN is_called THEN last_value ELSE 0 END \
                               FROM lobby_changes)",
@@ -453,7 +498,7 @@ impl Inner {
         let size = async {
             let client = self.client().await?;
             client
-                .query_one("SELECT pg_database_size(current_database())", &[])
+                .cq_one("SELECT pg_database_size(current_database())", &[])
                 .await
                 .map_err(pg)
         };
@@ -492,7 +537,7 @@ impl Storage for PgStorage {
         let client = self.inner.client().await?;
         let ttl_ms = big(ttl.as_millis() as u64);
         let rows = client
-            .query(
+            .cq(
                 "INSERT INTO leases (name, holder, expires) \
                  VALUES ($1, $2, now() + make_interval(secs => $3::float8 / 1000)) \
                  ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires \
