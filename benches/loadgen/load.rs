@@ -270,10 +270,11 @@ pub async fn ws_pipeline(
     Ok(load)
 }
 
-/// Runs `ws_pipeline` on several connections to `addr` at once; `frames[c]`
-/// is the frame pool of connection `c`.
+/// Runs `ws_pipeline` on several connections at once; `frames[c]` is the
+/// frame pool of connection `c`, which goes to `addrs[c % len]` (the nodes
+/// round-robin).
 pub async fn ws_parallel(
-    addr: &str,
+    addrs: &[String],
     frames: Vec<Arc<Vec<Utf8Bytes>>>,
     window: usize,
     duration: Duration,
@@ -282,11 +283,15 @@ pub async fn ws_parallel(
 ) -> Res<WsLoad> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
+    if addrs.is_empty() {
+        return Err("no WebSocket address".into());
+    }
     let tasks: Vec<_> = frames
         .into_iter()
-        .map(|pool| {
+        .enumerate()
+        .map(|(c, pool)| {
             tokio::spawn(ws_pipeline(
-                addr.to_string(),
+                addrs[c % addrs.len()].clone(),
                 pool,
                 window,
                 deadline,
@@ -553,10 +558,11 @@ pub async fn resp_pipeline(
     Ok(load)
 }
 
-/// Runs `resp_pipeline` on several connections to `addr` at once;
-/// `commands[c]` is the command pool of connection `c`.
+/// Runs `resp_pipeline` on several connections at once; `commands[c]` is
+/// the command pool of connection `c`, which goes to `addrs[c % len]`
+/// (the nodes round-robin).
 pub async fn resp_parallel(
-    addr: &str,
+    addrs: &[String],
     commands: Vec<Arc<Vec<Bytes>>>,
     window: usize,
     duration: Duration,
@@ -564,11 +570,15 @@ pub async fn resp_parallel(
 ) -> Res<WsLoad> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
+    if addrs.is_empty() {
+        return Err("no Redis-protocol address".into());
+    }
     let tasks: Vec<_> = commands
         .into_iter()
-        .map(|pool| {
+        .enumerate()
+        .map(|(c, pool)| {
             tokio::spawn(resp_pipeline(
-                addr.to_string(),
+                addrs[c % addrs.len()].clone(),
                 pool,
                 window,
                 deadline,

@@ -10,6 +10,8 @@
 //! cargo bench --bench loadgen -- create join       # by name (or number 1-16)
 //! cargo bench --bench loadgen -- quick_join feed around_me   # a unique prefix will do
 //! cargo bench --bench loadgen -- --quick           # small counts, smoke run
+//! cargo bench --bench loadgen -- --storage postgres             # on PostgreSQL
+//! cargo bench --bench loadgen -- --storage postgres --nodes 2   # two nodes, one database
 //! ```
 //!
 //! Options: `--secs N` (measurement window per scenario, default 5),
@@ -20,6 +22,15 @@
 //! and `--events N` (the stored data set of scenarios 4, 10 and 16, default
 //! 1,000,000 each), `--feed-clients N` (live-feed clients of scenario 15,
 //! default 1,000).
+//! `--storage sled|postgres` (default sled): the backend every scenario's
+//! server uses; with postgres each scenario's server(s) get a fresh
+//! database (`varcade_bench_<uuid>` on `--pg-url URL`, default
+//! `postgres://postgres@127.0.0.1:5432`, created before and dropped
+//! after, see [`pg`]). `--nodes N` (default 1, more only with postgres):
+//! that many `varcade serve` processes on the one database, the HTTP
+//! connections, WebSockets, Redis-protocol connections and feed clients
+//! spread over them round-robin; every row says which storage and how
+//! many nodes (`sled`, `pg:1`, `pg:2`).
 //! For experiments: `--server-workers N` (the server's
 //! TOKIO_WORKER_THREADS), `--scrape-ms N` (GET /metrics every N ms during
 //! the loads of scenarios 4 and 10, as Prometheus would), `--keep-logs DIR`
@@ -31,7 +42,10 @@
 //! directory with `SledStorage::open`, appends the events, builds the board
 //! from `game_over` changes under the `wins` rule, moves both consumers'
 //! cursors to the last event and closes the storage; its exit releases the
-//! sled lock.
+//! sled lock. With postgres the same board (and a log of the same size) is
+//! written with bulk SQL instead ([`populate::populate_pg`]; `--populate-pg
+//! URL PLAYERS EVENTS` writes it to an existing database, to look at it by
+//! hand).
 //!
 //! Every scenario starts its own server on a fresh data directory (4, 10
 //! and 16 share one pre-populated directory; 15 starts two), is bounded by its window and a
@@ -44,7 +58,8 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`server`] | starting and stopping the binary |
+//! | [`server`] | starting and stopping the binary (one node or several) |
+//! | [`pg`] | the PostgreSQL databases of `--storage postgres` |
 //! | [`load`] | the HTTP, WebSocket and RESP (`XADD`) drivers, percentiles |
 //! | [`sse`] | the live lobby feed client (raw HTTP/1.1, Server-Sent Events) |
 //! | [`meter`] | CPU, memory and `/metrics` readings |
@@ -60,6 +75,7 @@
 mod common;
 mod load;
 mod meter;
+mod pg;
 mod populate;
 mod report;
 mod scenarios;
@@ -118,6 +134,13 @@ const SCENARIOS: [&str; 16] = [
 /// Scenarios that are one run on one stored data set.
 const BIG: [&str; 3] = ["top_ten", "startup", "around_me"];
 
+/// The backend the servers use (`--storage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StorageKind {
+    Sled,
+    Postgres,
+}
+
 #[derive(Clone, Debug)]
 struct Opts {
     quick: bool,
@@ -135,6 +158,12 @@ struct Opts {
     events: u64,
     /// Live-feed clients of scenario 15.
     feed_clients: usize,
+    storage: StorageKind,
+    /// Server processes per scenario (more than one only with postgres).
+    nodes: usize,
+    /// The PostgreSQL server (a URL without a database) the databases of
+    /// `--storage postgres` are created on.
+    pg_url: String,
     selected: Vec<usize>,
 }
 
@@ -152,6 +181,9 @@ impl Opts {
             players: 1_000_000,
             events: 1_000_000,
             feed_clients: 1000,
+            storage: StorageKind::Sled,
+            nodes: 1,
+            pg_url: "postgres://postgres@127.0.0.1:5432".into(),
             selected: Vec::new(),
         };
         let mut it = args.iter();
@@ -184,6 +216,17 @@ impl Opts {
                 "--feed-clients" => {
                     feed_clients = Some(value("--feed-clients")?.parse().ctx("--feed-clients")?)
                 }
+                "--storage" => {
+                    opts.storage = match value("--storage")?.as_str() {
+                        "sled" => StorageKind::Sled,
+                        "postgres" | "pg" => StorageKind::Postgres,
+                        other => {
+                            return Err(format!("--storage {other:?}: sled or postgres"));
+                        }
+                    }
+                }
+                "--nodes" => opts.nodes = value("--nodes")?.parse().ctx("--nodes")?,
+                "--pg-url" => opts.pg_url = value("--pg-url")?,
                 name if name.starts_with("--") => return Err(format!("unknown option {name}")),
                 name => {
                     let index = match name.parse::<usize>() {
@@ -195,6 +238,12 @@ impl Opts {
                     }
                 }
             }
+        }
+        if opts.nodes == 0 {
+            return Err("--nodes must be at least 1".into());
+        }
+        if opts.nodes > 1 && opts.storage != StorageKind::Postgres {
+            return Err("--nodes above 1 needs --storage postgres (sled is one process)".into());
         }
         if opts.quick {
             opts.window = Duration::from_secs(1);
@@ -222,6 +271,26 @@ impl Opts {
 
     fn wants(&self, name: &str) -> bool {
         self.selected.iter().any(|&i| SCENARIOS[i] == name)
+    }
+
+    /// The storage and nodes as the rows show them: `sled`, `pg:1`, `pg:2`.
+    fn store_label(&self) -> String {
+        match self.storage {
+            StorageKind::Sled => "sled".into(),
+            StorageKind::Postgres => format!("pg:{}", self.nodes),
+        }
+    }
+
+    /// The storage and nodes in words, for the header.
+    fn store_words(&self) -> String {
+        match self.storage {
+            StorageKind::Sled => "storage sled (one process)".into(),
+            StorageKind::Postgres => format!(
+                "storage postgres ({} node{} per scenario, one fresh database each, pool_size 16, lease_secs 5)",
+                self.nodes,
+                if self.nodes == 1 { "" } else { "s" }
+            ),
+        }
     }
 }
 
@@ -316,6 +385,25 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.first().map(String::as_str) == Some("--populate-pg") {
+        // The PostgreSQL data set on an existing database, by hand.
+        let parse = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let Some(url) = args.get(1) else {
+            eprintln!("--populate-pg URL PLAYERS EVENTS");
+            return ExitCode::from(2);
+        };
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        return match rt.block_on(populate::populate_pg_url(url, parse(2), parse(3))) {
+            Ok((took, summary)) => {
+                println!("populated in {:.1} s: {summary}", took.as_secs_f64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("populate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let opts = match Opts::parse(&args) {
         Ok(opts) => opts,
         Err(e) => {
@@ -328,8 +416,10 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    report::set_store(opts.store_label());
     eprintln!(
-        "loadgen: {cores} cores, window {:?} per scenario, {} HTTP connections, server log {}{}",
+        "loadgen: {cores} cores, {}, window {:?} per scenario, {} HTTP connections, server log {}{}",
+        opts.store_words(),
         opts.window,
         opts.conns,
         opts.log,
@@ -337,7 +427,7 @@ fn main() -> ExitCode {
     );
     let started = Instant::now();
     let rows = rt.block_on(run(opts.clone()));
-    report::table(&rows, cores, opts.quick);
+    report::table(&rows, cores, opts.quick, &opts.store_words());
     println!("total {:.0} s", started.elapsed().as_secs_f64());
     rt.shutdown_timeout(Duration::from_secs(5));
     if rows.iter().any(|r| r.measured == "FAILED") {

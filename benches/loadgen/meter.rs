@@ -53,10 +53,10 @@ fn machine_busy_secs() -> f64 {
     (total - idle) / 100.0
 }
 
-/// Measures the CPU a server, the load generator and everything else on
-/// the machine use over an interval.
+/// Measures the CPU a server (all its nodes), the load generator and
+/// everything else on the machine use over an interval.
 struct CpuMeter {
-    pid: String,
+    pids: Vec<String>,
     server: f64,
     client: f64,
     machine: f64,
@@ -65,12 +65,12 @@ struct CpuMeter {
 
 impl CpuMeter {
     fn start(server: &Server) -> CpuMeter {
-        let pid = server.pid().to_string();
+        let pids: Vec<String> = server.pids().iter().map(u32::to_string).collect();
         CpuMeter {
-            server: cpu_secs(&pid),
+            server: pids.iter().map(|p| cpu_secs(p)).sum(),
             client: cpu_secs("self"),
             machine: machine_busy_secs(),
-            pid,
+            pids,
             started: Instant::now(),
         }
     }
@@ -78,14 +78,16 @@ impl CpuMeter {
     /// (server, load generator, other processes) in cores since `start`.
     fn read(&self) -> (f64, f64, f64) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let server = (cpu_secs(&self.pid) - self.server) / secs;
+        let now: f64 = self.pids.iter().map(|p| cpu_secs(p)).sum();
+        let server = (now - self.server) / secs;
         let client = (cpu_secs("self") - self.client) / secs;
         let machine = (machine_busy_secs() - self.machine) / secs;
         (server, client, (machine - server - client).max(0.0))
     }
 }
 
-/// CPU and group-commit flushes over an interval.
+/// CPU and group-commit flushes (or PostgreSQL append transactions) over
+/// an interval, summed over the server's nodes.
 pub struct Probe {
     cpu: CpuMeter,
     flushes: f64,
@@ -103,8 +105,8 @@ const FLUSH_SUM: &str = "varcade_store_flush_duration_seconds_sum";
 
 impl Probe {
     pub async fn start(http: &reqwest::Client, server: &Server) -> Probe {
-        let flushes = metric(http, &server.base, FLUSH_COUNT).await.unwrap_or(0.0);
-        let flush_secs = metric(http, &server.base, FLUSH_SUM).await.unwrap_or(0.0);
+        let flushes = metric_sum(http, &server.bases, FLUSH_COUNT).await;
+        let flush_secs = metric_sum(http, &server.bases, FLUSH_SUM).await;
         Probe {
             cpu: CpuMeter::start(server),
             flushes,
@@ -115,9 +117,8 @@ impl Probe {
     pub async fn finish(&self, http: &reqwest::Client, server: &Server) -> Probed {
         let cpu = self.cpu.read();
         let secs = self.cpu.started.elapsed().as_secs_f64();
-        let flushes = metric(http, &server.base, FLUSH_COUNT).await.unwrap_or(0.0) - self.flushes;
-        let flush_secs =
-            metric(http, &server.base, FLUSH_SUM).await.unwrap_or(0.0) - self.flush_secs;
+        let flushes = metric_sum(http, &server.bases, FLUSH_COUNT).await - self.flushes;
+        let flush_secs = metric_sum(http, &server.bases, FLUSH_SUM).await - self.flush_secs;
         let note = if flushes > 0.0 {
             format!(
                 "{:.0} flushes/s, mean flush {:.2} ms",
@@ -161,24 +162,39 @@ pub async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Res<f64
         .unwrap_or(0.0))
 }
 
-/// A consumer's cursor as `/metrics` shows it.
-pub async fn cursor(http: &reqwest::Client, base: &str, consumer: &str) -> Res<u64> {
+/// A series of `GET /metrics` summed over the nodes at `bases` (a node
+/// that does not answer counts 0).
+pub async fn metric_sum(http: &reqwest::Client, bases: &[String], series: &str) -> f64 {
+    let mut sum = 0.0;
+    for base in bases {
+        sum += metric(http, base, series).await.unwrap_or(0.0);
+    }
+    sum
+}
+
+/// A consumer's cursor as `/metrics` shows it: the furthest any node at
+/// `bases` shows (only the node holding the consumer's lease moves it).
+pub async fn cursor(http: &reqwest::Client, bases: &[String], consumer: &str) -> Res<u64> {
     let series = format!("varcade_consumer_cursor{{consumer=\"{consumer}\"}}");
-    Ok(metric(http, base, &series).await? as u64)
+    let mut furthest = 0;
+    for base in bases {
+        furthest = furthest.max(metric(http, base, &series).await? as u64);
+    }
+    Ok(furthest)
 }
 
 /// Polls a consumer's cursor until it reaches `target`; returns when it did
 /// (None on timeout, with the last cursor seen).
 pub async fn wait_cursor(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     consumer: &str,
     target: u64,
     timeout: Duration,
 ) -> Res<(Option<Instant>, u64)> {
     let deadline = Instant::now() + timeout;
     loop {
-        let cursor = cursor(http, base, consumer).await?;
+        let cursor = cursor(http, bases, consumer).await?;
         if cursor >= target {
             return Ok((Some(Instant::now()), cursor));
         }

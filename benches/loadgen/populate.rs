@@ -23,6 +23,10 @@
 //! The board and the log are not each other's record (the board holds
 //! about 7.5 game_overs a player, the log one event a player); only their
 //! sizes matter to the scenarios.
+//!
+//! With `--storage postgres`, [`populate_pg`] writes the same board to a
+//! fresh database with bulk SQL instead (7.5M game_overs through the
+//! storage ports would take far too long there): see its doc.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -36,8 +40,10 @@ use varcade::app::ports::{
     Storage, StorageError,
 };
 use varcade::domain::scoring::{Scoring, Wins};
+use varcade::storage::postgres::PgStorage;
 use varcade::storage::sled::SledStorage;
 
+use crate::pg::Database;
 use crate::workload::{Rng, game_over};
 use crate::{Context, PRODUCT, Res};
 
@@ -326,4 +332,258 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// Scores (and players) per `INSERT`.
+const PG_CHUNK: usize = 250_000;
+/// Frames per `INSERT` of the log.
+const PG_FRAMES: u64 = 1000;
+/// The whole PostgreSQL populate's limit.
+const PG_LIMIT: Duration = Duration::from_secs(600);
+
+/// Every player's wins and losses after the game_overs [`build_board`]
+/// applies, in the same order and with the same winners and losers (player
+/// `p` wins [`wins`] games; the losers are first the players without a
+/// win, then `p + 1`; on a small board the remaining players without a
+/// win each lose once to the best one), without a storage; and how many
+/// game_overs that is.
+fn board_counts(players: u64) -> (Vec<i64>, Vec<i64>, u64) {
+    let mut rng = Rng::new(4);
+    let wins: Vec<u64> = (0..players).map(|_| wins(&mut rng)).collect();
+    let zeros: Vec<u64> = (0..players).filter(|&p| wins[p as usize] == 0).collect();
+    let n = players as usize;
+    let (mut won, mut lost, mut games) = (vec![0i64; n], vec![0i64; n], 0u64);
+    let mut zeros_left = zeros.iter().copied();
+    for p in 0..players {
+        for _ in 0..wins[p as usize] {
+            let loser = zeros_left.next().unwrap_or((p + 1) % players);
+            won[p as usize] += 1;
+            lost[loser as usize] += 1;
+            games += 1;
+        }
+    }
+    let best = (0..players).max_by_key(|&p| wins[p as usize]).unwrap_or(0);
+    for zero in zeros_left {
+        let winner = if zero == best {
+            (best + 1) % players
+        } else {
+            best
+        };
+        won[winner as usize] += 1;
+        lost[zero as usize] += 1;
+        games += 1;
+    }
+    (won, lost, games)
+}
+
+/// The data set of scenarios 4, 10 and 16 on a fresh PostgreSQL database,
+/// written with bulk SQL (the sled populate's 7.5M game_overs through the
+/// storage ports would take far too long on PostgreSQL); 600 s at most.
+/// Returns how long it took and a one-line summary.
+///
+/// 1. The schema, as the service creates it at its first start:
+///    `PgStorage::open` (migrations under their advisory lock, recorded in
+///    `varcade_migrations`), then `close`.
+/// 2. The board [`build_board`] leaves on sled, computed in memory
+///    ([`board_counts`], same seed, same winners and losers): player `p`
+///    (user id `"p"`) has `won[p]` points under `wins`, so `scores` gets
+///    one lifetime row (season `''`) per player, sent as one `bigint[]`
+///    per 250,000 players (`INSERT … SELECT FROM unnest(…) WITH
+///    ORDINALITY`); `score_buckets` is then counted from `scores` (per
+///    score and bucket = the user id's first two characters, as the
+///    service keeps it). `players` gets each player's `games`, `wins` and
+///    `losses` counters as the `exrps` stats handler would have counted
+///    those game_overs (the sled populate applies no counters; no scenario
+///    reads them).
+/// 3. The log: `events` game_over events in frames of 100, generated in
+///    the database (`generate_series`, winners and losers by multiplicative
+///    hashing of the event id rather than [`Rng`]: only the log's size
+///    matters), `log_head.next_id` after the last, and both consumers'
+///    `cursors` at the last event, so the server starts with nothing to
+///    apply.
+/// 4. `VACUUM (ANALYZE)` of the written tables and a `CHECKPOINT`, so the
+///    measured server starts on the steady state (visibility map set,
+///    planner statistics, no checkpoint of the bulk load during the loads),
+///    as a long-running database would be.
+pub async fn populate_pg(db: &Database, players: u64, events: u64) -> Res<(Duration, String)> {
+    populate_pg_url(&db.url, players, events).await
+}
+
+/// [`populate_pg`] on the database at `url` (created by the caller; also
+/// `loadgen --populate-pg URL PLAYERS EVENTS`, to look at the data set
+/// and its queries by hand).
+pub async fn populate_pg_url(url: &str, players: u64, events: u64) -> Res<(Duration, String)> {
+    if players < 2 {
+        return Err("at least 2 players (a game has a winner and a loser)".into());
+    }
+    let started = Instant::now();
+    let summary = tokio::time::timeout(PG_LIMIT, write_pg(url, players, events))
+        .await
+        .map_err(|_| format!("populate took more than {} s", PG_LIMIT.as_secs()))??;
+    Ok((started.elapsed(), summary))
+}
+
+async fn write_pg(url: &str, players: u64, events: u64) -> Res<String> {
+    use varcade::app::ports::Storage as _;
+
+    // 1. The schema.
+    let started = Instant::now();
+    let storage = PgStorage::open(url, 2, 16)
+        .await
+        .map_err(|e| format!("open the database: {e}"))?;
+    storage.close().await.ctx("close the storage")?;
+    drop(storage);
+    let schema_secs = started.elapsed().as_secs_f64();
+
+    let client = crate::pg::connect(url).await?;
+    client
+        .batch_execute(
+            "SET synchronous_commit = off; SET maintenance_work_mem = '256MB'; \
+             SET statement_timeout = '300s'",
+        )
+        .await
+        .ctx("session settings")?;
+
+    // 2. The board.
+    let started = Instant::now();
+    let (won, lost, game_overs) = board_counts(players);
+    for (i, chunk) in won.chunks(PG_CHUNK).enumerate() {
+        let offset = (i * PG_CHUNK) as i64;
+        client
+            .execute(
+                "INSERT INTO scores (product_id, season, user_id, score) \
+                 SELECT $1::text, '', (t.o - 1 + $3::bigint)::text, t.s \
+                 FROM unnest($2::bigint[]) WITH ORDINALITY AS t(s, o)",
+                &[&PRODUCT, &chunk, &offset],
+            )
+            .await
+            .ctx("insert scores")?;
+    }
+    client
+        .execute(
+            "INSERT INTO score_buckets (product_id, season, score, bucket, n) \
+             SELECT product_id, season, score, left(user_id, 2), count(*) FROM scores \
+             GROUP BY product_id, season, score, left(user_id, 2)",
+            &[],
+        )
+        .await
+        .ctx("insert score_buckets")?;
+    for (i, (w, l)) in won.chunks(PG_CHUNK).zip(lost.chunks(PG_CHUNK)).enumerate() {
+        let offset = (i * PG_CHUNK) as i64;
+        client
+            .execute(
+                "INSERT INTO players (product_id, user_id, counters) \
+                 SELECT $1::text, (t.o - 1 + $4::bigint)::text, \
+                 jsonb_build_object('games', t.w + t.l, 'wins', t.w, 'losses', t.l) \
+                 FROM unnest($2::bigint[], $3::bigint[]) WITH ORDINALITY AS t(w, l, o)",
+                &[&PRODUCT, &w, &l, &offset],
+            )
+            .await
+            .ctx("insert players")?;
+    }
+    let board_secs = started.elapsed().as_secs_f64();
+
+    // 3. The log.
+    let started = Instant::now();
+    let frames = events.div_ceil(FRAME);
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let event = format!(
+        r#"{{"product_id":"{PRODUCT}","game_id":"g%s","type":"game_over","winner_id":"%s","loser_id":"%s"}}"#
+    );
+    let insert = format!(
+        "INSERT INTO frames (first_id, last_id, ts_ms, events) \
+         SELECT f.first, f.last, $3::bigint, \
+           (SELECT '[' || string_agg(format('{event}', \
+                (i * 2654435761) % 1000000000, \
+                (i * 48271) % $4::bigint, \
+                ((i * 48271) % $4::bigint + 1 + (i * 69621) % ($4::bigint - 1)) % $4::bigint), \
+                ',' ORDER BY i) || ']' \
+            FROM generate_series(f.first, f.last) AS i) \
+         FROM (SELECT g * {FRAME} + 1 AS first, least(g * {FRAME} + {FRAME}, $2::bigint) AS last \
+               FROM generate_series($1::bigint, $5::bigint) AS g) AS f"
+    );
+    let (events_i, players_i) = (events as i64, players as i64);
+    let mut frame = 0;
+    while frame < frames {
+        let last = (frame + PG_FRAMES).min(frames) - 1;
+        client
+            .execute(
+                &insert,
+                &[
+                    &(frame as i64),
+                    &events_i,
+                    &ts_ms,
+                    &players_i,
+                    &(last as i64),
+                ],
+            )
+            .await
+            .ctx("insert frames")?;
+        frame = last + 1;
+    }
+    client
+        .execute("UPDATE log_head SET next_id = $1", &[&(events_i + 1)])
+        .await
+        .ctx("log_head")?;
+    client
+        .execute(
+            "UPDATE cursors SET position = $1 WHERE name IN ('matchmaker', 'stats')",
+            &[&events_i],
+        )
+        .await
+        .ctx("cursors")?;
+    let log_secs = started.elapsed().as_secs_f64();
+
+    // 4. Steady state.
+    let started = Instant::now();
+    for table in [
+        "scores",
+        "score_buckets",
+        "players",
+        "frames",
+        "log_head",
+        "cursors",
+    ] {
+        client
+            .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+            .await
+            .ctx("vacuum")?;
+    }
+    client.batch_execute("CHECKPOINT").await.ctx("checkpoint")?;
+    let vacuum_secs = started.elapsed().as_secs_f64();
+
+    let check = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM scores), \
+             (SELECT coalesce(sum(n), 0)::bigint FROM score_buckets), \
+             (SELECT count(*) FROM score_buckets), \
+             (SELECT coalesce(max(last_id), 0) FROM frames), \
+             pg_database_size(current_database())",
+            &[],
+        )
+        .await
+        .ctx("check")?;
+    let (scores, counted, buckets, last_id, size): (i64, i64, i64, i64, i64) = (
+        check.get(0),
+        check.get(1),
+        check.get(2),
+        check.get(3),
+        check.get(4),
+    );
+    if scores != players_i || counted != players_i || last_id != events_i {
+        return Err(format!(
+            "wrote {scores} scores ({counted} in buckets) and events up to {last_id}, \
+             expected {players} and {events}"
+        ));
+    }
+    Ok(format!(
+        "{players} players ({game_overs} game_overs' worth, {buckets} score buckets) by SQL in {board_secs:.1} s, \
+         {events} events ({frames} frames) by SQL in {log_secs:.1} s, schema {schema_secs:.1} s, \
+         vacuum+checkpoint {vacuum_secs:.1} s, {:.0} MiB database",
+        size as f64 / 1048576.0
+    ))
 }

@@ -3,8 +3,23 @@
 //! scenario reports in the same columns and the table's layout lives in
 //! one place.
 
+use std::sync::OnceLock;
+
 use crate::SCENARIOS;
 use crate::load::{Load, WsLoad, percentiles};
+
+/// The storage and nodes every row of this run is on (`sled`, `pg:1`,
+/// `pg:2`), printed in each row's `store` column.
+static STORE: OnceLock<String> = OnceLock::new();
+
+/// Sets the `store` column for this run (once, before any row prints).
+pub fn set_store(label: String) {
+    let _ = STORE.set(label);
+}
+
+fn store() -> &'static str {
+    STORE.get().map_or("", String::as_str)
+}
 
 /// One line of the table.
 pub struct Row {
@@ -130,8 +145,9 @@ impl Row {
         let f =
             |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         println!(
-            "{:>2} {:<19} {:<38} {:>9} {:>6.2} {:>11} {:<6} {:>7} {:>7}  {:<22} {:<4} {:>14}  {}",
+            "{:>2} {:<5} {:<19} {:<38} {:>9} {:>6.2} {:>11} {:<6} {:>7} {:>7}  {:<22} {:<4} {:>14}  {}",
             self.id,
+            store(),
             self.scenario,
             self.measured,
             self.count,
@@ -154,8 +170,9 @@ impl Row {
 
     fn header() {
         println!(
-            "{:>2} {:<19} {:<38} {:>9} {:>6} {:>11} {:<6} {:>7} {:>7}  {:<22} {:<4} {:>14}  notes",
+            "{:>2} {:<5} {:<19} {:<38} {:>9} {:>6} {:>11} {:<6} {:>7} {:>7}  {:<22} {:<4} {:>14}  notes",
             "#",
+            "store",
             "scenario",
             "measured",
             "count",
@@ -172,11 +189,11 @@ impl Row {
 }
 
 /// The final table: a title line, the header and every row.
-pub fn table(rows: &[Row], cores: usize, quick: bool) {
+pub fn table(rows: &[Row], cores: usize, quick: bool, store: &str) {
     println!();
     println!(
-        "varcade loadgen results ({cores} cores; load generator and server share them; \
-         cpu srv/gen/oth = cores used by the server / the load generator incl. the fake game server / other processes){}",
+        "varcade loadgen results, {store} ({cores} cores; load generator, server(s) and PostgreSQL share them; \
+         cpu srv/gen/oth = cores used by the server (all nodes) / the load generator incl. the fake game server / other processes, PostgreSQL among them){}",
         if quick { " [QUICK]" } else { "" }
     );
     Row::header();

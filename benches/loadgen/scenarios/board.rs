@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Env, get_load};
+use super::{Env, get_load, urls};
 use crate::common::TempDir;
 use crate::load::expect_ok;
 use crate::meter::{Probe, memory_mib, metric};
-use crate::populate::populate;
+use crate::pg::Database;
+use crate::populate::{populate, populate_pg};
 use crate::report::Row;
-use crate::server::Server;
+use crate::server::{Server, Store};
 use crate::workload::Rng;
-use crate::{Context, PRODUCT, Res};
+use crate::{Context, PRODUCT, Res, StorageKind};
 
 /// Resident memory at most 300 MB.
 const RSS_TARGET: &str = "<=300MB";
@@ -41,19 +42,54 @@ fn startup_row(measured: String, startup: Duration) -> Row {
     row
 }
 
+/// The stored data set: a sled data directory or a PostgreSQL database.
+enum Populated {
+    /// The data directory, in a temporary directory removed on drop.
+    Sled {
+        _dir: TempDir,
+        data: std::path::PathBuf,
+    },
+    Postgres(Database),
+}
+
+impl Populated {
+    fn store(&self) -> Store<'_> {
+        match self {
+            Populated::Sled { data, .. } => Store::Sled(data),
+            Populated::Postgres(db) => Store::Postgres(db),
+        }
+    }
+}
+
+/// Writes the data set of the configured storage; returns it, how long it
+/// took and a one-line summary.
+async fn populated(env: &Env) -> Res<(Populated, Duration, String)> {
+    let (players, events) = (env.opts.players, env.opts.events);
+    eprintln!("populating {players} players and {events} events ...");
+    match env.opts.storage {
+        StorageKind::Sled => {
+            let dir = TempDir::new();
+            let data = dir.0.join("db");
+            let (took, summary) = populate(&data, players, events)?;
+            Ok((Populated::Sled { _dir: dir, data }, took, summary))
+        }
+        StorageKind::Postgres => {
+            let db = Database::create(&env.opts.pg_url)?;
+            let (took, summary) = populate_pg(&db, players, events).await?;
+            Ok((Populated::Postgres(db), took, summary))
+        }
+    }
+}
+
 /// 4, 10 and 16: populates, starts, loads top_ten (with 4 or 10; and rank,
-/// with 4), around-me (with 16), stops, starts again (with 10).
+/// with 4), around-me (with 16), stops, starts again (with 10). With
+/// several nodes the loads spread over them and the memory rows are the
+/// first node's.
 pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let dir = TempDir::new();
-    let data = dir.0.join("db");
-    eprintln!(
-        "populating {} players and {} events ...",
-        env.opts.players, env.opts.events
-    );
-    let (took, summary) = populate(&data, env.opts.players, env.opts.events)?;
+    let (data, took, summary) = populated(env).await?;
     eprintln!("populated in {:.1} s: {summary}", took.as_secs_f64());
     let mut rows = Vec::new();
-    let mut server = env.server(Some(&data))?;
+    let mut server = env.server_on(data.store())?;
     let startup = server.startup;
     let (rss_start, _) = memory_mib(server.pid());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -79,8 +115,13 @@ pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
     });
     let (mut rss_after, mut hwm_after) = (0.0, 0.0);
     if env.opts.wants("top_ten") || env.opts.wants("startup") {
+        let urls = urls(
+            &server,
+            env.opts.conns,
+            &format!("/leaderboards/top_ten/{PRODUCT}"),
+        );
         let cpu = Probe::start(&env.http, &server).await;
-        let mut load = get_load(env, move |_, _| url.clone(), |_| Ok(())).await;
+        let mut load = get_load(env, move |task, _| urls[task].clone(), |_| Ok(())).await;
         let top_cpu = cpu.finish(&env.http, &server).await;
         (rss_after, hwm_after) = memory_mib(server.pid());
         if env.opts.wants("top_ten") {
@@ -101,11 +142,15 @@ pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
     if env.opts.wants("top_ten") {
         // Not a target: a random player's rank on the same board.
         let players = env.opts.players;
-        let base = server.base.clone();
+        let urls = urls(
+            &server,
+            env.opts.conns,
+            &format!("/leaderboards/{PRODUCT}/players/"),
+        );
         let cpu = Probe::start(&env.http, &server).await;
         let player = move |task: usize, i: u64| {
             let user = Rng::new(task as u64 * 7_000_003 + i).below(players);
-            format!("{base}/leaderboards/{PRODUCT}/players/{user}")
+            format!("{}{user}", urls[task])
         };
         let mut load = get_load(env, player, |_| Ok(())).await;
         let mut row = Row::http(4, "rank of a random player (no target)", &mut load, "req/s");
@@ -134,7 +179,7 @@ pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
         rows.push(row);
 
         // Again after a clean shutdown (SIGTERM).
-        let mut again = env.server(Some(&data))?;
+        let mut again = env.server_on(data.store())?;
         let measured = "listening after restart (after SIGTERM)".to_string();
         rows.push(startup_row(measured, again.startup));
         again.stop();
@@ -156,6 +201,15 @@ pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
             row.note = format!("peak (VmHWM) {hwm_end:.0} MiB; no target, for the cache growth");
             rows.push(row);
         }
+        if env.nodes() > 1 {
+            for row in rows.iter_mut().filter(|r| r.id == 10) {
+                if row.measured.starts_with("RSS") {
+                    row.add_note(&format!("first of {} nodes", env.nodes()));
+                } else {
+                    row.add_note(&format!("slowest of {} nodes", env.nodes()));
+                }
+            }
+        }
     }
     Ok(rows)
 }
@@ -164,11 +218,15 @@ pub async fn big(env: &Arc<Env>) -> Res<Vec<Row>> {
 /// connection for the window; the target is for `?around=50`.
 async fn around_me(env: &Env, server: &Server, around: u64) -> Row {
     let players = env.opts.players;
-    let base = server.base.clone();
+    let urls = urls(
+        server,
+        env.opts.conns,
+        &format!("/leaderboards/{PRODUCT}/players/"),
+    );
     let cpu = Probe::start(&env.http, server).await;
     let player = move |task: usize, i: u64| {
         let user = Rng::new(task as u64 * 9_000_011 + i + 1).below(players);
-        format!("{base}/leaderboards/{PRODUCT}/players/{user}?around={around}")
+        format!("{}{user}?around={around}", urls[task])
     };
     // The answer has its neighbours (the player among them): a cheap check
     // that does not parse 101 entries per call.

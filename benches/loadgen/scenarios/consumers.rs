@@ -36,10 +36,10 @@ async fn catch_up(
     started: Instant,
     ingested: Duration,
 ) -> Res<CatchUp> {
-    let at_ingested = cursor(&env.http, &server.base, consumer).await?;
+    let at_ingested = cursor(&env.http, &server.bases, consumer).await?;
     let tail_start = Instant::now();
     let limit = Duration::from_secs(if env.opts.quick { 30 } else { 180 });
-    let (done, cursor) = wait_cursor(&env.http, &server.base, consumer, target, limit).await?;
+    let (done, cursor) = wait_cursor(&env.http, &server.bases, consumer, target, limit).await?;
     let end = done.unwrap_or_else(Instant::now);
     let tail = (end - tail_start).as_secs_f64();
     let note = format!(
@@ -74,7 +74,7 @@ fn consumer_row(id: usize, measured: String, caught: CatchUp) -> Row {
 /// 8: game_over events among 100,000 players in 100-event frames on four
 /// sockets.
 pub async fn stats(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     let n = env.opts.count(300_000, 20_000);
     let per_conn = n / 100 / 4;
     let pools = (0..4)
@@ -83,7 +83,7 @@ pub async fn stats(env: &Arc<Env>) -> Res<Vec<Row>> {
     let cpu = Probe::start(&env.http, &server).await;
     let started = Instant::now();
     let load = ws_parallel(
-        &server.addr,
+        &server.addrs(),
         pools,
         8,
         Duration::from_secs(120),
@@ -106,7 +106,7 @@ pub async fn stats(env: &Arc<Env>) -> Res<Vec<Row>> {
 /// 9: creates games, then walks each through four states with
 /// `state_change` events, 100 a frame, on four sockets.
 pub async fn matchmaker(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     let games = env.opts.count(25_000, 1_000);
     let (_, ids) = create_all(env, &server, games).await?;
     // Connection c walks its games through the states, 100 events a frame,
@@ -132,17 +132,20 @@ pub async fn matchmaker(env: &Arc<Env>) -> Res<Vec<Row>> {
         })
         .collect();
     let frames: u64 = pools.iter().map(|p| p.len() as u64).sum();
-    let start_cursor = cursor(&env.http, &server.base, "matchmaker").await?;
+    let start_cursor = cursor(&env.http, &server.bases, "matchmaker").await?;
     let cpu = Probe::start(&env.http, &server).await;
     let started = Instant::now();
-    // Each connection sends exactly its own frames once.
+    // Each connection sends exactly its own frames once (the connections
+    // spread over the nodes round-robin).
+    let addrs = server.addrs();
     let tasks: Vec<_> = pools
         .into_iter()
-        .map(|pool| {
+        .enumerate()
+        .map(|(c, pool)| {
             let len = pool.len() as u64;
             let deadline = started + Duration::from_secs(120);
             tokio::spawn(ws_pipeline(
-                server.addr.clone(),
+                addrs[c % addrs.len()].clone(),
                 pool,
                 8,
                 deadline,
@@ -180,6 +183,7 @@ pub async fn matchmaker(env: &Arc<Env>) -> Res<Vec<Row>> {
     row.target(">=20000 state_change/s", Some(20_000.0), None);
 
     // Every game ended.
+    server.settle().await;
     if env.first_page(&server).await?.as_ref() != b"[]" {
         row.note.push_str("; lobby not empty afterwards!");
     }

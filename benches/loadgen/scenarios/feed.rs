@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Env;
+use super::{Env, urls};
 use crate::load::{Load, drive, expect_ok, percentiles};
-use crate::meter::{Probe, metric};
+use crate::meter::{Probe, metric_sum};
 use crate::report::Row;
 use crate::server::Server;
 use crate::sse::{Feed, Target, client, game_id_of, game_key};
@@ -59,8 +59,10 @@ async fn pairs(env: &Arc<Env>, server: &Server, epoch: Instant) -> Pairs {
     let games = Arc::new(Mutex::new(Vec::new()));
     let joins = Arc::new(AtomicU64::new(0));
     let early = Arc::new(AtomicU64::new(0));
-    let base = format!("{}/game_lobby/{PRODUCT}", server.base);
-    let ingest = format!("{}/ingest", server.base);
+    // Each connection talks to one node (round-robin): its joins, creates
+    // and reports.
+    let bases = urls(server, conns, &format!("/game_lobby/{PRODUCT}"));
+    let ingests = urls(server, conns, "/ingest");
     let (env2, queue2, games2, joins2, early2) = (
         env.clone(),
         queue.clone(),
@@ -71,7 +73,7 @@ async fn pairs(env: &Arc<Env>, server: &Server, epoch: Instant) -> Pairs {
     let load = drive(conns, env.opts.window, max, move |task, _| {
         let (env, queue, games) = (env2.clone(), queue2.clone(), games2.clone());
         let (joins, early) = (joins2.clone(), early2.clone());
-        let (base, ingest) = (base.clone(), ingest.clone());
+        let (base, ingest) = (bases[task].clone(), ingests[task].clone());
         async move {
             let oldest = {
                 let mut queue = queue.lock().unwrap();
@@ -162,7 +164,7 @@ pub async fn feed(env: &Arc<Env>) -> Res<Vec<Row>> {
     let mut rows = Vec::new();
 
     // Without feed clients.
-    let server = env.server(None)?;
+    let server = env.server()?;
     let cpu = Probe::start(&env.http, &server).await;
     let mut alone = pairs(env, &server, Instant::now()).await;
     let mut row = pair_row(env, "create+join pairs, no feed client", &mut alone);
@@ -171,36 +173,39 @@ pub async fn feed(env: &Arc<Env>) -> Res<Vec<Row>> {
     rows.push(row);
     drop(server);
 
-    // With `n` feed clients on a fresh server.
-    let server = env.server(None)?;
-    let target = Arc::new(Target {
-        addr: server.addr.clone(),
-        path: format!("/game_lobby/{PRODUCT}/open_games/stream"),
-        epoch: Instant::now(),
-        ready: Default::default(),
-    });
+    // With `n` feed clients on a fresh server (the nodes round-robin).
+    let server = env.server()?;
+    let epoch = Instant::now();
+    let targets: Vec<Arc<Target>> = server
+        .addrs()
+        .into_iter()
+        .map(|addr| {
+            Arc::new(Target {
+                addr,
+                path: format!("/game_lobby/{PRODUCT}/open_games/stream"),
+                epoch,
+                ready: Default::default(),
+            })
+        })
+        .collect();
     let stop = CancellationToken::new();
     let connecting = Instant::now();
     let clients: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(client(target.clone(), stop.clone())))
+        .map(|i| tokio::spawn(client(targets[i % targets.len()].clone(), stop.clone())))
         .collect();
-    while target.ready.load(Ordering::SeqCst) < n && connecting.elapsed() < CONNECT_LIMIT {
+    let ready = || -> usize { targets.iter().map(|t| t.ready.load(Ordering::SeqCst)).sum() };
+    while ready() < n && connecting.elapsed() < CONNECT_LIMIT {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let ready = target.ready.load(Ordering::SeqCst);
+    let ready = ready();
     let connect_secs = connecting.elapsed().as_secs_f64();
-    let cut_before = metric(&env.http, &server.base, CUT_OFF)
-        .await
-        .unwrap_or(0.0);
+    let cut_before = metric_sum(&env.http, &server.bases, CUT_OFF).await;
     let cpu = Probe::start(&env.http, &server).await;
-    let mut with = pairs(env, &server, target.epoch).await;
+    let mut with = pairs(env, &server, epoch).await;
     let probed = cpu.finish(&env.http, &server).await;
     tokio::time::sleep(GRACE).await;
     stop.cancel();
-    let cut = metric(&env.http, &server.base, CUT_OFF)
-        .await
-        .unwrap_or(0.0)
-        - cut_before;
+    let cut = metric_sum(&env.http, &server.bases, CUT_OFF).await - cut_before;
     let mut feeds = Vec::with_capacity(n);
     for task in clients {
         match tokio::time::timeout(Duration::from_secs(10), task).await {

@@ -13,10 +13,11 @@ use crate::meter::{Probe, Probed};
 use crate::report::Row;
 use crate::workload::{frame_pool, gameplay};
 
-/// Starts a server and sends each frame pool on a socket of its own, with
-/// `window` frames in flight on each, for the scenario window or `max`
-/// frames a socket, paced at `pace` frames/s if given; returns the load
-/// and the server's CPU and flushes meanwhile.
+/// Starts a server and sends each frame pool on a socket of its own (the
+/// sockets spread over the nodes round-robin; a lone socket goes to the
+/// first node), with `window` frames in flight on each, for the scenario
+/// window or `max` frames a socket, paced at `pace` frames/s if given;
+/// returns the load and the server's CPU and flushes meanwhile.
 async fn ingest(
     env: &Env,
     pools: Vec<Arc<Vec<Utf8Bytes>>>,
@@ -24,11 +25,18 @@ async fn ingest(
     max: u64,
     pace: Option<f64>,
 ) -> Res<(WsLoad, Probed)> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     let cpu = Probe::start(&env.http, &server).await;
-    let load = ws_parallel(&server.addr, pools, window, env.opts.window, max, pace).await?;
+    let load = ws_parallel(&server.addrs(), pools, window, env.opts.window, max, pace).await?;
     let probed = cpu.finish(&env.http, &server).await;
     Ok((load, probed))
+}
+
+/// Says that a one-socket load went to the first node only.
+fn first_node_only(env: &Env, row: &mut Row) {
+    if env.nodes() > 1 {
+        row.add_note(&format!("one socket: first of {} nodes only", env.nodes()));
+    }
 }
 
 /// 5: 1-event frames, `--window` of them in flight on one socket.
@@ -39,6 +47,7 @@ pub async fn single(env: &Arc<Env>) -> Res<Vec<Row>> {
     let measured = format!("1-event frames, 1 ws, window {}", env.opts.ws_window);
     let mut row = Row::ws(5, measured, &mut load, 1, "frame/s");
     probed.fill(&mut row);
+    first_node_only(env, &mut row);
     row.add_note(&load.note());
     row.target(">=30000 frames/s", Some(30_000.0), None);
     Ok(vec![row])
@@ -71,6 +80,7 @@ pub async fn ack_steady(env: &Arc<Env>) -> Res<Vec<Row>> {
     let measured = "ack latency, 1-event frames paced 10k/s";
     let mut row = Row::ws(7, measured, &mut load, 1, "ev/s");
     probed.fill(&mut row);
+    first_node_only(env, &mut row);
     row.add_note(&load.note());
     row.target("p99<=5ms at 10k ev/s", Some(9_000.0), Some(5.0));
     Ok(vec![row])

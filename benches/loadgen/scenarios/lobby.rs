@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Env, create_games, get_load, listed_games};
+use super::{Env, create_games, get_load, listed_games, urls};
 use crate::load::{drive, expect_ok};
 use crate::meter::Probe;
 use crate::report::Row;
@@ -13,7 +13,7 @@ use crate::{PRODUCT, Res};
 
 /// 1: create_game on every connection for the window.
 pub async fn create(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     let max = env.opts.count(1_000_000, 20_000);
     let cpu = Probe::start(&env.http, &server).await;
     let (mut load, _) = create_games(env, &server, env.opts.conns, env.opts.window, max).await;
@@ -31,20 +31,24 @@ pub async fn create(env: &Arc<Env>) -> Res<Vec<Row>> {
 /// 2: creates and lists games, then joins each once; the pair rate is
 /// derived from the two rates.
 pub async fn join(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     let n = env.opts.count(40_000, 2_000);
     let all = Instant::now();
     let cpu = Probe::start(&env.http, &server).await;
     let (mut created, listing, ids) = listed_games(env, &server, n).await?;
     let create_cpu = cpu.finish(&env.http, &server).await;
     let ids = Arc::new(ids);
-    let url = format!("{}/game_lobby/{PRODUCT}/join_game/", server.base);
+    let urls = urls(
+        &server,
+        env.opts.conns,
+        &format!("/game_lobby/{PRODUCT}/join_game/"),
+    );
     let env2 = env.clone();
     let cpu = Probe::start(&env.http, &server).await;
     let mut load = drive(env.opts.conns, env.opts.window, n, move |task, i| {
         let request = env2
             .http
-            .post(format!("{url}{}", ids[i as usize]))
+            .post(format!("{}{}", urls[task], ids[i as usize]))
             .header("authorization", &env2.joiners[task])
             .send();
         async move { expect_ok(request.await).await.map(|_| ()) }
@@ -97,16 +101,17 @@ pub async fn join(env: &Arc<Env>) -> Res<Vec<Row>> {
 
 /// 3: a random page of 25 among 1,000 listed games.
 pub async fn open_games(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     listed_games(env, &server, 1000).await?;
-    let url = format!(
-        "{}/game_lobby/{PRODUCT}/open_games?count=25&page=",
-        server.base
+    let urls = urls(
+        &server,
+        env.opts.conns,
+        &format!("/game_lobby/{PRODUCT}/open_games?count=25&page="),
     );
     let cpu = Probe::start(&env.http, &server).await;
     let page = move |task: usize, i: u64| {
         let page = Rng::new(task as u64 * 1_000_003 + i).below(40);
-        format!("{url}{page}")
+        format!("{}{page}", urls[task])
     };
     let mut load = get_load(env, page, |body| {
         if body.len() < 100 {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::common::{FakeGameServer, SECRET, mint_token};
 use crate::load::{Load, drive, expect_ok};
 use crate::meter::wait_cursor;
-use crate::server::Server;
+use crate::server::{Server, Store};
 use crate::workload::state_change;
 use crate::{Context, KEY, Opts, PRODUCT, Res};
 
@@ -61,9 +61,23 @@ impl Env {
         })
     }
 
-    /// Starts a server on `data_dir` (a fresh one when `None`).
-    pub fn server(&self, data_dir: Option<&std::path::Path>) -> Res<Server> {
-        Server::start(&self.fake.url, data_dir, &self.opts)
+    /// Starts a server on a fresh store (`--nodes` of them on one fresh
+    /// database with postgres).
+    pub fn server(&self) -> Res<Server> {
+        Server::start(&self.fake.url, Store::Fresh, &self.opts)
+    }
+
+    /// The server processes a scenario starts (`--nodes` with postgres).
+    pub fn nodes(&self) -> usize {
+        match self.opts.storage {
+            crate::StorageKind::Sled => 1,
+            crate::StorageKind::Postgres => self.opts.nodes,
+        }
+    }
+
+    /// Starts a server on a pre-populated store.
+    pub fn server_on(&self, store: Store) -> Res<Server> {
+        Server::start(&self.fake.url, store, &self.opts)
     }
 
     /// `GET /game_lobby/{PRODUCT}/open_games?count=25`: the body.
@@ -80,8 +94,17 @@ pub fn token(user: &str) -> String {
     format!("Token {jwt}")
 }
 
-/// Creates up to `n` games on `conns` connections within `timeout`; returns
-/// the load and the ids created.
+/// `{base}{path}` for each connection of `conns`, the nodes round-robin.
+pub fn urls(server: &Server, conns: usize, path: &str) -> Arc<Vec<String>> {
+    Arc::new(
+        (0..conns)
+            .map(|task| format!("{}{path}", server.base_for(task)))
+            .collect(),
+    )
+}
+
+/// Creates up to `n` games on `conns` connections (spread over the nodes)
+/// within `timeout`; returns the load and the ids created.
 pub async fn create_games(
     env: &Arc<Env>,
     server: &Server,
@@ -90,12 +113,12 @@ pub async fn create_games(
     n: u64,
 ) -> (Load, Vec<String>) {
     let ids = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
-    let url = format!("{}/game_lobby/{PRODUCT}/create_game", server.base);
+    let urls = urls(server, conns, &format!("/game_lobby/{PRODUCT}/create_game"));
     let (env2, ids2) = (env.clone(), ids.clone());
     let load = drive(conns, timeout, n, move |task, _| {
         let request = env2
             .http
-            .post(&url)
+            .post(&urls[task])
             .header("authorization", &env2.creators[task])
             .send();
         let ids = ids2.clone();
@@ -142,7 +165,8 @@ pub async fn get_load(
     .await
 }
 
-/// POSTs `events` to /ingest in frames of `per_frame`; returns the last id.
+/// POSTs `events` to the first node's /ingest in frames of `per_frame`;
+/// returns the last id.
 pub async fn post_events(
     env: &Env,
     server: &Server,
@@ -181,7 +205,7 @@ pub async fn listed_games(
     let last = post_events(env, server, &events, 500).await?;
     let (done, cursor) = wait_cursor(
         &env.http,
-        &server.base,
+        &server.bases,
         "matchmaker",
         last,
         Duration::from_secs(120),
@@ -190,6 +214,8 @@ pub async fn listed_games(
     if done.is_none() {
         return Err(format!("matchmaker at {cursor} of {last} after 120 s"));
     }
+    // The matchmaker may run on another node than the first.
+    server.settle().await;
     let listed: Vec<Value> =
         serde_json::from_slice(&env.first_page(server).await?).ctx("open_games")?;
     if listed.len() != 25.min(n as usize) {

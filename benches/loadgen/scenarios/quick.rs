@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Env, post_events, token};
+use super::{Env, post_events, token, urls};
 use crate::load::{drive, expect_ok};
 use crate::meter::{Probe, wait_cursor};
 use crate::report::Row;
@@ -35,7 +35,7 @@ const PAGE: usize = 25;
 
 /// 14: quick joins on every connection for the window.
 pub async fn quick_join(env: &Arc<Env>) -> Res<Vec<Row>> {
-    let server = env.server(None)?;
+    let server = env.server()?;
     let setup = Instant::now();
     let last = listed_lobby(env, &server).await?;
     let start_size = lobby_size(env, &server).await?;
@@ -52,13 +52,17 @@ pub async fn quick_join(env: &Arc<Env>) -> Res<Vec<Row>> {
     ));
     let joined = Arc::new(AtomicU64::new(0));
     let created = Arc::new(AtomicU64::new(0));
-    let url = format!("{}/game_lobby/{PRODUCT}/quick_join", server.base);
+    let urls = urls(
+        &server,
+        env.opts.conns,
+        &format!("/game_lobby/{PRODUCT}/quick_join"),
+    );
     let (http, joined2, created2) = (env.http.clone(), joined.clone(), created.clone());
     let max = env.opts.count(1_000_000, 20_000);
     let cpu = Probe::start(&env.http, &server).await;
-    let mut load = drive(env.opts.conns, env.opts.window, max, move |_, i| {
+    let mut load = drive(env.opts.conns, env.opts.window, max, move |task, i| {
         let request = http
-            .post(&url)
+            .post(&urls[task])
             .header("authorization", token(&format!("q{i}")))
             .send();
         let (joined, created, created_tx) = (joined2.clone(), created2.clone(), created_tx.clone());
@@ -89,7 +93,7 @@ pub async fn quick_join(env: &Arc<Env>) -> Res<Vec<Row>> {
     let last = last.max(last_report);
     let (caught_up, cursor) = wait_cursor(
         &env.http,
-        &server.base,
+        &server.bases,
         "matchmaker",
         last,
         Duration::from_secs(60),
@@ -98,6 +102,7 @@ pub async fn quick_join(env: &Arc<Env>) -> Res<Vec<Row>> {
     if caught_up.is_none() {
         return Err(format!("matchmaker at {cursor} of {last} after 60 s"));
     }
+    server.settle().await;
     let end_size = lobby_size(env, &server).await?;
 
     let mut row = Row::http(
@@ -124,15 +129,19 @@ pub async fn quick_join(env: &Arc<Env>) -> Res<Vec<Row>> {
 /// listed; returns the last event id of the reports.
 async fn listed_lobby(env: &Arc<Env>, server: &Server) -> Res<u64> {
     let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let url = format!("{}/game_lobby/{PRODUCT}/create_game", server.base);
+    let urls = urls(
+        server,
+        env.opts.conns,
+        &format!("/game_lobby/{PRODUCT}/create_game"),
+    );
     let (http, ids2) = (env.http.clone(), ids.clone());
     let load = drive(
         env.opts.conns,
         Duration::from_secs(120),
         LOBBY,
-        move |_, i| {
+        move |task, i| {
             let request = http
-                .post(&url)
+                .post(&urls[task])
                 .header("authorization", token(&format!("qc{i}")))
                 .send();
             let ids = ids2.clone();
@@ -161,7 +170,7 @@ async fn listed_lobby(env: &Arc<Env>, server: &Server) -> Res<u64> {
     let last = post_events(env, server, &events, 500).await?;
     let (done, cursor) = wait_cursor(
         &env.http,
-        &server.base,
+        &server.bases,
         "matchmaker",
         last,
         Duration::from_secs(60),
@@ -170,6 +179,7 @@ async fn listed_lobby(env: &Arc<Env>, server: &Server) -> Res<u64> {
     if done.is_none() {
         return Err(format!("matchmaker at {cursor} of {last} after 60 s"));
     }
+    server.settle().await;
     Ok(last)
 }
 

@@ -61,7 +61,8 @@ fn pool(seed: u64) -> Res<Arc<Vec<Bytes>>> {
 }
 
 /// Starts a server with the RESP listener on and sends each command pool
-/// on a connection of its own, `window` commands in flight on each, for
+/// on a connection of its own (the nodes round-robin; a lone connection
+/// goes to the first node), `window` commands in flight on each, for
 /// the scenario window or `max` commands a connection; returns the load
 /// and the server's CPU and flushes meanwhile. Any error fails it.
 async fn ingest(
@@ -71,9 +72,9 @@ async fn ingest(
     max: u64,
 ) -> Res<(WsLoad, Probed)> {
     let server = Server::start_resp(&env.fake.url, &env.opts)?;
-    let addr = server.resp.clone().ok_or("no Redis-protocol address")?;
+    let addrs = server.resps();
     let cpu = Probe::start(&env.http, &server).await;
-    let load = resp_parallel(&addr, pools, window, env.opts.window, max).await?;
+    let load = resp_parallel(&addrs, pools, window, env.opts.window, max).await?;
     let probed = cpu.finish(&env.http, &server).await;
     if load.errors > 0 || load.first_error.is_some() {
         return Err(format!(
