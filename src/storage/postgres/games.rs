@@ -161,8 +161,10 @@ impl PgStorage {
             }
         };
         let candidate = match gap {
-            None => "SELECT record FROM games WHERE product_id = $1 AND listing IS NOT NULL \
-                     AND creator_id <> $2 AND game_id <> ALL($3) ORDER BY listing LIMIT 1",
+            None => {
+                "SELECT record FROM games WHERE product_id = $1 AND listing IS NOT NULL \
+                     AND creator_id <> $2 AND game_id <> ALL($3) ORDER BY listing LIMIT 1"
+            }
             Some(_) => {
                 "SELECT record FROM games WHERE product_id = $1 AND listing IS NOT NULL \
                  AND creator_id <> $2 AND game_id <> ALL($3) \
