@@ -40,7 +40,6 @@ impl Database {
             server,
         })
     }
-
 }
 
 impl Drop for Database {
