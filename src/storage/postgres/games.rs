@@ -105,14 +105,15 @@ async fn locked(tx: &Transaction<'_>, game_id: &str) -> Result<Option<Game>, Sto
 }
 
 impl PgStorage {
-    /// Writes a changed game, marks a listing change, commits, and waits
-    /// for this node's lobby to show it.
+    /// Writes a changed game, marks a listing change and commits; returns
+    /// the product whose lobby this node must read again (the caller
+    /// waits for it after giving its connection back to the pool).
     async fn finish(
         &self,
         tx: Transaction<'_>,
         before: &Game,
         after: &Game,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         put(&tx, after).await?;
         // A listed game whose listing form changed (a player joined a
         // game with seats left) is read again too.
@@ -124,10 +125,14 @@ impl PgStorage {
             }
         }
         tx.commit().await.map_err(pg)?;
-        if relisted {
-            self.inner.refreshed([after.product_id.clone()]).await;
+        Ok(relisted.then(|| after.product_id.clone()))
+    }
+
+    /// Waits until this node's lobby shows a change that was committed.
+    async fn show(&self, product: Option<String>) {
+        if let Some(product) = product {
+            self.inner.refreshed([product]).await;
         }
-        Ok(())
     }
 
     /// One attempt at quick match: `Err(None)` to look again.
@@ -198,7 +203,9 @@ impl PgStorage {
             tx.rollback().await.map_err(pg)?;
             return Ok(None);
         }
-        self.finish(tx, &before, &game).await?;
+        let changed = self.finish(tx, &before, &game).await?;
+        drop(client);
+        self.show(changed).await;
         Ok(Some(Some(Box::new(game))))
     }
 }
@@ -219,6 +226,7 @@ impl GameStore for PgStorage {
             rate(&tx, &game.product_id, std::slice::from_ref(&game.game_id)).await?;
         }
         tx.commit().await.map_err(pg)?;
+        drop(client);
         if listed {
             self.inner.refreshed([game.product_id]).await;
         }
@@ -244,7 +252,9 @@ impl GameStore for PgStorage {
         if let Err(refusal) = game.join(user_id, now_us) {
             return Ok(SeatOutcome::Refused(refusal));
         }
-        self.finish(tx, &before, &game).await?;
+        let changed = self.finish(tx, &before, &game).await?;
+        drop(client);
+        self.show(changed).await;
         Ok(SeatOutcome::Reserved(Box::new(game)))
     }
 
@@ -282,7 +292,9 @@ impl GameStore for PgStorage {
         if !game.leave(user_id, now_us) {
             return Ok(false);
         }
-        self.finish(tx, &before, &game).await?;
+        let changed = self.finish(tx, &before, &game).await?;
+        drop(client);
+        self.show(changed).await;
         Ok(true)
     }
 
@@ -343,7 +355,9 @@ impl GameStore for PgStorage {
             .get(0);
         let mut game = before.clone();
         if game.curate(&change, unbig(place), now_us) {
-            self.finish(tx, &before, &game).await?;
+            let changed = self.finish(tx, &before, &game).await?;
+            drop(client);
+            self.show(changed).await;
         } else {
             tx.cexec("DELETE FROM games WHERE game_id = $1", &[&game_id])
                 .await
@@ -352,6 +366,7 @@ impl GameStore for PgStorage {
                 lobby_changed(&tx).await?;
             }
             tx.commit().await.map_err(pg)?;
+            drop(client);
             if listing(&before).is_some() {
                 self.inner.refreshed([before.product_id]).await;
             }
@@ -476,6 +491,7 @@ impl GameStore for PgStorage {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
+        drop(client);
         self.inner.refreshed(relisted).await;
         Ok(applied)
     }
