@@ -416,8 +416,8 @@ async fn rank_in(
              + coalesce((SELECT sum(n) FROM score_buckets b WHERE b.product_id = $1 \
                  AND b.season = $2 AND b.score = s.score AND b.bucket < $4), 0)::bigint \
              + (SELECT count(*) FROM scores o WHERE o.product_id = $1 AND o.season = $2 \
-                 AND (o.neg_score, o.user_id) >= (s.neg_score, $4) \
-                 AND (o.neg_score, o.user_id) < (s.neg_score, s.user_id)) \
+                 AND o.neg_score = s.neg_score AND o.user_id >= $4 \
+                 AND o.user_id < s.user_id) \
              FROM scores s WHERE s.product_id = $1 AND s.season = $2 AND s.user_id = $3",
             &[&product, &season, &user, &bucket(user)],
         )
