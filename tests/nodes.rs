@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FakeGameServer, Options, Server, TempDir, TestDb, Ws, wait_until};
+use common::{FakeGameServer, Options, Server, TempDir, TestDb, Ws, board, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -117,30 +117,6 @@ async fn taken_over(db: &TestDb, lease: &str, dead: u32, since: Instant) -> Dura
 fn game_over(winner: &str, loser: &str) -> Value {
     json!({"product_id": "exrps", "game_id": "g", "type": "game_over",
            "winner_id": winner, "loser_id": loser})
-}
-
-/// The whole board of `product`, paged like a client would.
-async fn board(server: &Server, product: &str) -> Vec<(String, i64)> {
-    let mut out = Vec::new();
-    loop {
-        let (status, body) = server
-            .get(&format!(
-                "/leaderboards/{product}?offset={}&count=100",
-                out.len()
-            ))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let page = body.as_array().unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        for e in page {
-            out.push((
-                e["user_id"].as_str().unwrap().to_string(),
-                e["score"].as_i64().unwrap(),
-            ));
-        }
-    }
 }
 
 /// Whether `server`'s consumers both applied the log up to `last`.

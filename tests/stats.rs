@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FakeGameServer, Options, Server, assert_error, wait_until};
+use common::{FakeGameServer, Options, Server, assert_error, board, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -43,29 +43,6 @@ async fn caught_up(server: &Server, product: &str, probe: &str, check: impl Fn(&
             "stats never reached the expected state: {body}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn board(server: &Server, product: &str) -> Vec<(String, i64)> {
-    let mut out = Vec::new();
-    loop {
-        let (status, body) = server
-            .get(&format!(
-                "/leaderboards/{product}?offset={}&count=100",
-                out.len()
-            ))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let page = body.as_array().unwrap();
-        if page.is_empty() {
-            return out;
-        }
-        for e in page {
-            out.push((
-                e["user_id"].as_str().unwrap().to_string(),
-                e["score"].as_i64().unwrap(),
-            ));
-        }
     }
 }
 

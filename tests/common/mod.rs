@@ -694,3 +694,28 @@ pub async fn listed(server: &Server, product: &str, game: &str) -> Option<Value>
         .into_iter()
         .find(|g| g["game_id"] == game)
 }
+
+/// The whole board of `product`, paged like a client would, as (user,
+/// score).
+pub async fn board(server: &Server, product: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    loop {
+        let (status, body) = server
+            .get(&format!(
+                "/leaderboards/{product}?offset={}&count=100",
+                out.len()
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let page = body.as_array().unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        for e in page {
+            out.push((
+                e["user_id"].as_str().unwrap().to_string(),
+                e["score"].as_i64().unwrap(),
+            ));
+        }
+    }
+}
